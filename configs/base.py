@@ -1,0 +1,73 @@
+"""Defaults every run shares: optimizer, schedule, logging, checkpointing, mesh, seed.
+
+Task configs start from ``get_config()`` here, fill in ``task``, ``data`` and ``model``, and return the config
+locked, so that an override of a key that does not exist (``--config.optimizer.lrr=1``) is an error.
+"""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.task = ""
+    c.objective = "classify"
+
+    c.data = ml_collections.ConfigDict()  # filled by the task config
+    c.model = ml_collections.ConfigDict()  # filled from configs/models.py
+
+    c.batch_size = 32
+    c.eval_batch_size = 64
+    c.num_train_steps = 5000
+    c.log_every = 50
+    c.eval_every = 500
+    c.checkpoint_every = 500
+    c.progress_bar = True
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"
+    c.optimizer.lr = 1e-3
+    c.optimizer.ssm_lr = 1e-3  # learning rate of the "ssm" parameter group (no weight decay); <= 0: use lr
+    c.optimizer.weight_decay = 0.05
+    c.optimizer.b1 = 0.9
+    c.optimizer.b2 = 0.98
+    c.optimizer.eps = 1e-8
+    c.optimizer.grad_clip = 1.0  # global norm; <= 0 disables clipping
+    c.optimizer.schedule = "cosine"  # cosine | linear | constant, after a linear warmup
+    c.optimizer.warmup_steps = 500
+    c.optimizer.final_lr_ratio = 0.0
+
+    c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})  # -1: all remaining devices
+    return c
+
+
+def check_overrides(argv) -> None:
+    """Fail fast, with the key named, on a ``--config.<key>=...`` override the config does not have.
+
+    ``config_flags`` refuses such keys too (the config is locked) but only with a bare ``AttributeError`` from deep
+    inside flag parsing; this check runs first and says which key and which config.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
+    if spec_arg is None or not overrides:
+        return
+    path, _, arg = spec_arg.partition(":")
+    if not Path(path).is_file():
+        sys.exit(f"error: config file {path!r} not found")
+    module_spec = importlib.util.spec_from_file_location("_config_under_check", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg) if arg else module.get_config()
+    for key in overrides:
+        node = config
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                where = ".".join(parts[:i]) or "<top level>"
+                known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                sys.exit(f"error: unknown config key {key!r} in --config.{key} (config {spec_arg}): {where!r} has no "
+                         f"field {part!r}; known fields there: {known}")
+            node = node[part]

@@ -1,0 +1,45 @@
+"""One small function per model: the encoder settings and mixer defaults it runs with.
+
+``get(name)`` returns the ``config.model`` section for mixer ``name``; task configs override what their anchors
+published (sizes, dropout, norm). Every key of ``mixer_kwargs`` is a field of the mixer class in ``models.MIXERS``.
+"""
+import ml_collections
+
+
+def encoder_defaults(mixer: str, **overrides) -> ml_collections.ConfigDict:
+    m = ml_collections.ConfigDict()
+    m.mixer = mixer
+    m.mixer_kwargs = ml_collections.ConfigDict()
+    m.d_model = 128
+    m.num_layers = 4
+    m.causal = False
+    m.pos_emb = "none"  # none | learned | sinusoidal
+    m.norm = "layer"  # layer | batch
+    m.prenorm = True
+    m.dropout = 0.1
+    m.mlp = "mlp"  # mlp | glu | "" (no channel mixer: the mixer carries its own)
+    m.mlp_ratio = 4
+    m.pooling = "mean"  # mean | first | last
+    m.head_hidden = 256
+    m.dtype = "float32"
+    m.update(overrides)
+    return m
+
+
+def transformer() -> ml_collections.ConfigDict:
+    m = encoder_defaults("transformer", pos_emb="learned")
+    m.mixer_kwargs = ml_collections.ConfigDict(
+        {"num_heads": 8, "qkv_dim": 0, "attention_dropout": 0.0, "use_fused": True})  # qkv_dim 0 = d_model
+    return m
+
+
+MODELS = {
+    "transformer": transformer,
+}
+
+
+def get(name: str) -> ml_collections.ConfigDict:
+    try:
+        return MODELS[name]()
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; configs/models.py defines {sorted(MODELS)}") from None

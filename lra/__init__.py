@@ -1,0 +1,1 @@
+"""Long Range Arena tasks, data pipeline, objectives, sharding and the trainer."""

@@ -1,0 +1,1 @@
+"""Data sources (one module per LRA source) and the batch pipeline."""

@@ -1,0 +1,68 @@
+"""One spec per LRA task: sequence length, vocabulary or channels, classes, single or paired input.
+
+``get_task(config)`` reads ``config.task`` and ``config.data`` and returns a :class:`TaskSpec` whose ``load(split)``
+gives that split as NumPy arrays:
+
+* single input: ``inputs`` ``[N, seq_len]`` (int32 token ids, 0 = pad) or ``[N, seq_len, channels]`` (float32),
+  ``lengths`` ``[N]`` (number of real tokens), ``labels`` ``[N]``;
+* paired input: ``inputs1``, ``lengths1``, ``inputs2``, ``lengths2``, ``labels``.
+
+Adding a task is one data module under ``lra/data/`` plus one entry in ``TASKS``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    seq_len: int
+    num_classes: int
+    vocab_size: int | None  # None: continuous inputs through a linear input projection
+    load: Callable[[str], dict[str, np.ndarray]]
+    input_channels: int = 1
+    paired: bool = False
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        return ("inputs1", "inputs2") if self.paired else ("inputs",)
+
+
+def _listops(data) -> TaskSpec:
+    from lra.data import listops
+
+    def directory():
+        if data.source == "generate":
+            return listops.ensure_generated(
+                data.data_dir, seed=data.generator_seed, num_train=data.num_train, num_val=data.num_val,
+                num_test=data.num_test, max_depth=data.max_depth, max_args=data.max_args,
+                min_length=data.min_length, max_length=data.max_length)
+        if data.source == "release":
+            return listops.find_release_dir(data.data_dir)
+        raise ValueError(f"config.data.source must be 'generate' or 'release', got {data.source!r}")
+
+    def load(split):
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return listops.load_split(directory(), split, data.seq_len)
+
+    return TaskSpec("listops", data.seq_len, 10, listops.VOCAB_SIZE, load)
+
+
+TASKS: dict[str, Callable] = {
+    "listops": _listops,
+}
+
+
+def get_task(config) -> TaskSpec:
+    try:
+        make = TASKS[config.task]
+    except KeyError:
+        raise ValueError(f"unknown config.task {config.task!r}; known tasks: {sorted(TASKS)}") from None
+    return make(config.data)

@@ -1,0 +1,98 @@
+"""Multi-head softmax attention: the Transformer baseline mixer.
+
+Math (models.md section 7): per head, ``A = softmax(Q K^T / sqrt(P) + mask)``, ``O = A V``. The mask is a large
+finite negative number on padded keys and, when causal, on keys after the query; a query whose every key is masked
+(possible only at padded positions) outputs 0. Logits and softmax run in float32 whatever the compute dtype.
+
+Two kernel functions with one signature, both over ``[batch, heads, length, head_dim]``:
+
+* :func:`attention_dense` -- the plain form: materialises the ``L x L`` probability matrix.
+* :func:`attention_fused` -- ``jax.nn.dot_product_attention`` (XLA's fused kernel, cuDNN flash attention on GPUs),
+  which never hands the probability matrix back to us.
+
+The module :class:`MultiHeadAttention` uses the fused path unless attention-probability dropout is active, which
+needs the probabilities and therefore takes the dense path.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NEG_INF = -1e30  # finite "minus infinity": exp underflows to 0 without producing NaN in fully masked rows
+
+
+def attention_mask(key_mask: jax.Array | None, q_len: int, k_len: int, causal: bool) -> jax.Array | None:
+    """Boolean mask broadcastable to ``[batch, heads, q_len, k_len]``; True = the query may attend to the key."""
+    mask = None
+    if key_mask is not None:
+        mask = key_mask[:, None, None, :].astype(bool)
+    if causal:
+        tri = jnp.tril(jnp.ones((q_len, k_len), dtype=bool))[None, None]
+        mask = tri if mask is None else mask & tri
+    return mask
+
+
+def attention_dense(q, k, v, *, key_mask=None, causal=False, dropout_fn: Callable | None = None):
+    """Plain softmax attention. q: [B,H,Lq,P], k: [B,H,Lk,P], v: [B,H,Lk,Pv], key_mask: [B,Lk] bool."""
+    scale = q.shape[-1] ** -0.5
+    acc = jnp.promote_types(q.dtype, jnp.float32)  # softmax in float32 at least (float64 in x64 tests)
+    logits = jnp.einsum("bhqp,bhkp->bhqk", q, k, preferred_element_type=acc).astype(acc) * scale
+    mask = attention_mask(key_mask, q.shape[2], k.shape[2], causal)
+    if mask is not None:
+        logits = jnp.where(mask, logits, NEG_INF)
+    probs = jax.nn.softmax(logits, axis=-1)
+    if mask is not None:
+        # Rows with no allowed key would be a uniform average of masked values: make them 0 instead.
+        probs = jnp.where(jnp.any(mask, axis=-1, keepdims=True), probs, 0.0)
+    if dropout_fn is not None:
+        probs = dropout_fn(probs)
+    return jnp.einsum("bhqk,bhkp->bhqp", probs.astype(v.dtype), v)
+
+
+def attention_fused(q, k, v, *, key_mask=None, causal=False, dropout_fn: Callable | None = None):
+    """Same result as :func:`attention_dense` through ``jax.nn.dot_product_attention`` (no dropout support)."""
+    if dropout_fn is not None:
+        raise ValueError("attention_fused does not support attention-probability dropout; use attention_dense")
+    mask = attention_mask(key_mask, q.shape[2], k.shape[2], causal)
+    # jax.nn.dot_product_attention works on [B, L, H, P].
+    out = jax.nn.dot_product_attention(
+        q.swapaxes(1, 2), k.swapaxes(1, 2), v.swapaxes(1, 2), mask=mask
+    ).swapaxes(1, 2)
+    if mask is not None:
+        out = jnp.where(jnp.any(mask, axis=-1)[..., None], out, 0.0)
+    return out
+
+
+class MultiHeadAttention(nn.Module):
+    """Softmax multi-head attention mixer (bidirectional by default, ``causal=True`` for left-to-right)."""
+
+    d_model: int
+    causal: bool = False
+    num_heads: int = 8
+    qkv_dim: int = 0  # total width of q/k/v over all heads; 0 = d_model
+    attention_dropout: float = 0.0
+    use_fused: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, mask=None, deterministic=True):
+        qkv_dim = self.qkv_dim or self.d_model
+        if qkv_dim % self.num_heads:
+            raise ValueError(f"qkv_dim={qkv_dim} is not divisible by num_heads={self.num_heads}")
+        head_dim = qkv_dim // self.num_heads
+        # No key bias: it adds the same number to every logit of a query, which softmax ignores (its gradient is
+        # identically zero, so Adam would only amplify rounding noise into it).
+        dense = lambda name, bias=True: nn.DenseGeneral((self.num_heads, head_dim), use_bias=bias, dtype=self.dtype,
+                                                        name=name)
+        # [B, L, H, P] -> [B, H, L, P]
+        q, k, v = (dense(n, n != "key")(x).transpose(0, 2, 1, 3) for n in ("query", "key", "value"))
+        dropout_fn = None
+        if self.attention_dropout > 0.0 and not deterministic:
+            dropout_fn = nn.Dropout(self.attention_dropout, deterministic=False)
+        kernel = attention_fused if (self.use_fused and dropout_fn is None) else attention_dense
+        o = kernel(q, k, v, key_mask=mask, causal=self.causal, dropout_fn=dropout_fn)
+        o = o.transpose(0, 2, 1, 3)
+        return nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype, name="out")(o)

@@ -1,0 +1,115 @@
+"""The trainer: resume is exact, config mismatch is refused, optimizer groups, final evaluation written."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from lra import trainer
+from tests.lra import toy
+
+
+def _metrics(workdir):
+    rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("examples_per_s", None)
+    return rows
+
+
+def _latest_params(workdir, config):
+    from lra import sharding, tasks
+    import models
+    task = tasks.get_task(config)
+    mesh = sharding.make_mesh(config.mesh)
+    steps = trainer.Steps(models.build(config.model, task), task, trainer.make_optimizer(config.optimizer, 6), mesh,
+                          trainer.objectives.classification)
+    state, meta = trainer.restore_checkpoint(trainer.checkpoint_manager(workdir / "checkpoints" / "latest"),
+                                             steps.init(jax.random.key(0)))
+    return state, meta
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_identical_result(tmp_path, monkeypatch):
+    toy.register(monkeypatch)
+    config = toy.config()
+    full = trainer.train_and_evaluate(config, tmp_path / "full")
+
+    # Interrupt right after the checkpoint of step 4 (a later step had already been logged? no: step 4 is a log step).
+    real_save = trainer.save_checkpoint
+
+    def save_then_die(manager, state, meta):
+        real_save(manager, state, meta)
+        if int(state.step) == 4 and "latest" in str(manager.directory):
+            raise Interrupt()
+
+    monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(Interrupt):
+        trainer.train_and_evaluate(config, tmp_path / "resumed")
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    resumed = trainer.train_and_evaluate(config, tmp_path / "resumed")
+
+    assert resumed == full
+    assert _metrics(tmp_path / "resumed") == _metrics(tmp_path / "full")
+    s_full, meta_full = _latest_params(tmp_path / "full", config)
+    s_res, meta_res = _latest_params(tmp_path / "resumed", config)
+    assert meta_full == meta_res
+    for a, b in zip(jax.tree_util.tree_leaves(s_full), jax.tree_util.tree_leaves(s_res)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    final = json.loads((tmp_path / "full" / "final_eval.json").read_text())
+    assert final["test_count"] == 20 and final["val_count"] == 24
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["model"]["d_model"] == 16
+
+
+def test_metrics_past_the_checkpoint_are_redone_not_duplicated(tmp_path, monkeypatch):
+    toy.register(monkeypatch)
+    config = toy.config(num_train_steps=6, checkpoint_every=4, log_every=1, eval_every=100)
+    real_step = trainer.Steps._train_step
+    calls = {"n": 0}
+
+    def writer_write(self, step, split, metrics, _real=trainer.MetricWriter.write):
+        _real(self, step, split, metrics)
+        if split == "train" and step == 5 and not calls.get("died"):
+            calls["died"] = True
+            raise Interrupt()
+
+    monkeypatch.setattr(trainer.MetricWriter, "write", writer_write)
+    with pytest.raises(Interrupt):
+        trainer.train_and_evaluate(config, tmp_path / "w")
+    trainer.train_and_evaluate(config, tmp_path / "w")
+    train_steps = [r["step"] for r in _metrics(tmp_path / "w") if r["split"] == "train"]
+    assert train_steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_rerun_with_another_config_is_refused(tmp_path, monkeypatch):
+    toy.register(monkeypatch)
+    trainer.train_and_evaluate(toy.config(num_train_steps=2), tmp_path)
+    with pytest.raises(ValueError, match=r"model.d_model: 16 -> 32"):
+        trainer.train_and_evaluate(toy.config(num_train_steps=2, **{"model.d_model": 32}), tmp_path)
+
+
+def test_checkpoint_of_another_model_is_a_clear_error(tmp_path, monkeypatch):
+    toy.register(monkeypatch)
+    trainer.train_and_evaluate(toy.config(num_train_steps=2), tmp_path)
+    (tmp_path / "config.json").unlink()  # bypass the config check: the checkpoint itself must be refused
+    with pytest.raises(ValueError, match="does not match the model"):
+        trainer.train_and_evaluate(toy.config(num_train_steps=4, **{"model.d_model": 32}), tmp_path)
+
+
+def test_parameter_groups():
+    params = {"encoder": {"block0": {"mixer": {"ssm_log_dt": 1, "kernel_c": 2, "bias": 3, "nd_query": 4},
+                                     "norm0": {"scale": 5}}}, "head": {"out": {"kernel": 6}}}
+    labels = trainer.label_params(params)
+    assert labels == {"encoder": {"block0": {"mixer": {"ssm_log_dt": "ssm", "kernel_c": "default", "bias": "no_decay",
+                                                       "nd_query": "no_decay"}, "norm0": {"scale": "no_decay"}}},
+                      "head": {"out": {"kernel": "default"}}}
+
+
+def test_schedule_warms_up_then_decays():
+    config = toy.config(**{"optimizer.warmup_steps": 10})
+    sched = trainer.make_schedule(config.optimizer, 1.0, 110)
+    assert float(sched(0)) == 0.0 and float(sched(5)) == pytest.approx(0.5)
+    assert float(sched(10)) == pytest.approx(1.0) and float(sched(110)) == pytest.approx(0.0, abs=1e-6)
+    assert float(sched(60)) == pytest.approx(0.5, abs=1e-6)

@@ -1,0 +1,29 @@
+"""Train and evaluate one LRA run: ``python train.py --config=configs/lra_listops.py:transformer --workdir=DIR``.
+
+Overrides: ``--config.model.d_model=256`` etc. (the config is locked: an unknown key is an error). Rerunning the
+same command on the same workdir resumes.
+"""
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from configs import base
+from lra import trainer
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Task config file, e.g. configs/lra_listops.py:transformer",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for the config, checkpoints, metrics and final evaluation.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    base.check_overrides(sys.argv[1:])
+    app.run(main)
