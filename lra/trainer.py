@@ -279,6 +279,19 @@ def restore_checkpoint(manager: ocp.CheckpointManager, target: TrainState, step:
 
 # ----------------------------------------------------------------------------------------------------- main loop
 
+def load_data(task: tasks.TaskSpec) -> dict[str, dict[str, np.ndarray]]:
+    """All splits of a task. Multi-process: process 0 prepares (e.g. generates) the data first, the others wait
+    for it and then read the same files."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        if jax.process_index() == 0:
+            data = {split: task.load(split) for split in tasks.SPLITS}
+        multihost_utils.sync_global_devices("lra data prepared")
+        if jax.process_index() == 0:
+            return data
+    return {split: task.load(split) for split in tasks.SPLITS}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Run (or resume) one job; returns the final metrics written to ``final_eval.json``."""
     workdir = Path(workdir)
@@ -289,7 +302,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if config.objective not in objectives.OBJECTIVES:
         raise ValueError(f"unknown config.objective {config.objective!r}; expected one of {sorted(objectives.OBJECTIVES)}")
     task = tasks.get_task(config)
-    data = {split: task.load(split) for split in tasks.SPLITS}
+    data = load_data(task)
 
     mesh = sharding.make_mesh(config.mesh)
     sharding.check_batch_size(config.batch_size, mesh, "config.batch_size")
@@ -311,6 +324,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         train_iter.set_state(meta["data"])
         best_val = meta["best_val_accuracy"]
         writer.truncate_after(int(state.step))
+        for step in best.all_steps():  # a best checkpoint newer than `latest` will be redone identically
+            if step > int(state.step):
+                best.delete(step)
         print(f"Resumed from {latest.directory} at step {int(state.step)}", flush=True)
 
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))

@@ -16,9 +16,17 @@ def pytest_configure(config):
     # compilation cache, private to this test session, makes the repeats cheap.
     import tempfile
     cache = Path(tempfile.mkdtemp(prefix="lra-test-jax-cache-"))
+    config._lra_jax_cache = cache
     jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_unconfigure(config):
+    import shutil
+    cache = getattr(config, "_lra_jax_cache", None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture

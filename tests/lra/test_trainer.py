@@ -37,7 +37,7 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, monkeypatch):
     config = toy.config()
     full = trainer.train_and_evaluate(config, tmp_path / "full")
 
-    # Interrupt right after the checkpoint of step 4 (a later step had already been logged? no: step 4 is a log step).
+    # Interrupt right after the `latest` checkpoint of step 4.
     real_save = trainer.save_checkpoint
 
     def save_then_die(manager, state, meta):
@@ -65,22 +65,25 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, monkeypatch):
 
 def test_metrics_past_the_checkpoint_are_redone_not_duplicated(tmp_path, monkeypatch):
     toy.register(monkeypatch)
-    config = toy.config(num_train_steps=6, checkpoint_every=4, log_every=1, eval_every=100)
-    real_step = trainer.Steps._train_step
-    calls = {"n": 0}
+    """Interrupted in step 6: after the best checkpoint of step 5, two steps past the `latest` checkpoint (4)."""
+    config = toy.config(num_train_steps=6, checkpoint_every=4, log_every=1, eval_every=1)
+    full = trainer.train_and_evaluate(config, tmp_path / "full")
+    calls = {}
 
     def writer_write(self, step, split, metrics, _real=trainer.MetricWriter.write):
         _real(self, step, split, metrics)
-        if split == "train" and step == 5 and not calls.get("died"):
+        if split == "train" and step == 6 and not calls.get("died"):
             calls["died"] = True
             raise Interrupt()
 
     monkeypatch.setattr(trainer.MetricWriter, "write", writer_write)
     with pytest.raises(Interrupt):
         trainer.train_and_evaluate(config, tmp_path / "w")
-    trainer.train_and_evaluate(config, tmp_path / "w")
+    resumed = trainer.train_and_evaluate(config, tmp_path / "w")
     train_steps = [r["step"] for r in _metrics(tmp_path / "w") if r["split"] == "train"]
     assert train_steps == [1, 2, 3, 4, 5, 6]
+    assert _metrics(tmp_path / "w") == _metrics(tmp_path / "full")
+    assert resumed == full
 
 
 def test_rerun_with_another_config_is_refused(tmp_path, monkeypatch):
