@@ -5,7 +5,7 @@ same command on the same workdir resumes.
 """
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from configs import base
@@ -21,6 +21,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:  # keep library INFO logs (Orbax's per-save lines) out of the way
+        logging.set_verbosity(logging.WARNING)
     trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
