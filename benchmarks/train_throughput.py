@@ -25,7 +25,7 @@ from lra.data import listops
 
 def make_steps(config, seq_len: int, use_fused: bool):
     config = config.copy_and_resolve_references()
-    config.model.mixer_kwargs.use_fused = use_fused
+    config.model.mixer_kwargs.implementation = "fused" if use_fused else "dense"
     task = tasks.TaskSpec("listops", seq_len, 10, listops.VOCAB_SIZE, load=None)
     mesh = sharding.make_mesh(config.mesh)
     steps = trainer.Steps(models.build(config.model, task), task,

@@ -29,7 +29,7 @@ def encoder_defaults(mixer: str, **overrides) -> ml_collections.ConfigDict:
 def transformer() -> ml_collections.ConfigDict:
     m = encoder_defaults("transformer", pos_emb="learned")
     m.mixer_kwargs = ml_collections.ConfigDict(
-        {"num_heads": 8, "qkv_dim": 0, "attention_dropout": 0.0, "use_fused": True})  # qkv_dim 0 = d_model
+        {"num_heads": 8, "qkv_dim": 0, "attention_dropout": 0.0, "implementation": "auto"})  # qkv_dim 0 = d_model
     return m
 
 

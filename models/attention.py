@@ -10,8 +10,8 @@ Two kernel functions with one signature, both over ``[batch, heads, length, head
 * :func:`attention_fused` -- ``jax.nn.dot_product_attention`` (XLA's fused kernel, cuDNN flash attention on GPUs),
   which never hands the probability matrix back to us.
 
-The module :class:`MultiHeadAttention` uses the fused path unless attention-probability dropout is active, which
-needs the probabilities and therefore takes the dense path.
+The module :class:`MultiHeadAttention` picks the path with ``implementation`` (fused on accelerators, dense on CPU
+by default); attention-probability dropout needs the probabilities and always takes the dense path.
 """
 from __future__ import annotations
 
@@ -74,7 +74,10 @@ class MultiHeadAttention(nn.Module):
     num_heads: int = 8
     qkv_dim: int = 0  # total width of q/k/v over all heads; 0 = d_model
     attention_dropout: float = 0.0
-    use_fused: bool = True
+    # "fused" (jax.nn.dot_product_attention), "dense" (attention_dense) or "auto": fused on accelerators, dense on
+    # CPU, where XLA's fused attention is the same computation and measured 1.5-2x slower
+    # (benchmarks/results/train_throughput.md).
+    implementation: str = "auto"
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -92,7 +95,12 @@ class MultiHeadAttention(nn.Module):
         dropout_fn = None
         if self.attention_dropout > 0.0 and not deterministic:
             dropout_fn = nn.Dropout(self.attention_dropout, deterministic=False)
-        kernel = attention_fused if (self.use_fused and dropout_fn is None) else attention_dense
+        impl = self.implementation
+        if impl == "auto":
+            impl = "dense" if jax.default_backend() == "cpu" else "fused"
+        if impl not in ("fused", "dense"):
+            raise ValueError(f"unknown attention implementation {self.implementation!r}; expected auto, fused or dense")
+        kernel = attention_fused if (impl == "fused" and dropout_fn is None) else attention_dense
         o = kernel(q, k, v, key_mask=mask, causal=self.causal, dropout_fn=dropout_fn)
         o = o.transpose(0, 2, 1, 3)
         return nn.DenseGeneral(self.d_model, axis=(-2, -1), dtype=self.dtype, name="out")(o)

@@ -55,16 +55,16 @@ def test_fully_masked_rows_output_zero():
         assert np.all(out[1] == 0.0) and np.all(np.isfinite(out))
 
 
-def _module_fn(causal, use_fused=True, d=16, L=10):
-    mod = MultiHeadAttention(d_model=d, causal=causal, num_heads=4, use_fused=use_fused)
+def _module_fn(causal, implementation="fused", d=16, L=10):
+    mod = MultiHeadAttention(d_model=d, causal=causal, num_heads=4, implementation=implementation)
     x = jax.random.normal(jax.random.key(0), (1, L, d))
     params = mod.init(jax.random.key(1), x)
     return mod, params, x
 
 
-@pytest.mark.parametrize("use_fused", [True, False])
-def test_causal_module_has_no_leakage(use_fused):
-    mod, params, x = _module_fn(causal=True, use_fused=use_fused)
+@pytest.mark.parametrize("implementation", ["fused", "dense"])
+def test_causal_module_has_no_leakage(implementation):
+    mod, params, x = _module_fn(causal=True, implementation=implementation)
     jac = jax.jacrev(lambda x: mod.apply(params, x)[0])(x)[:, :, 0]  # [t, d, s, d']
     jac = np.abs(np.asarray(jac)).sum(axis=(1, 3))  # [t, s]
     assert np.all(jac[np.triu_indices(10, k=1)] == 0.0)
@@ -106,3 +106,17 @@ def test_attention_dropout_only_when_training():
     assert not np.allclose(a, b) and not np.allclose(b, c)
     np.testing.assert_allclose(np.asarray(a), np.asarray(MultiHeadAttention(
         d_model=16, num_heads=4).apply(params, x)), rtol=1e-5, atol=1e-6)
+
+
+def test_module_paths_agree_and_unknown_implementation_is_an_error():
+    x = jax.random.normal(jax.random.key(0), (2, 12, 16))
+    mask = jnp.arange(12)[None] < jnp.array([[12], [7]])
+    outs = {}
+    for impl in ("fused", "dense", "auto"):
+        mod = MultiHeadAttention(d_model=16, num_heads=4, implementation=impl)
+        params = mod.init(jax.random.key(1), x, mask=mask)
+        outs[impl] = np.asarray(mod.apply(params, x, mask=mask))
+    np.testing.assert_allclose(outs["fused"], outs["dense"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outs["auto"], outs["dense"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown attention implementation"):
+        MultiHeadAttention(d_model=16, num_heads=4, implementation="flash").init(jax.random.key(1), x)
