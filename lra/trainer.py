@@ -12,6 +12,9 @@ Workdir layout::
     checkpoints/latest/    Orbax, the most recent checkpoint
     checkpoints/best/      Orbax, the best checkpoint by validation accuracy
     final_eval.json        test (and validation) metrics of the best checkpoint, written at the end
+
+Train metrics are logged over windows of ``log_every`` steps; keep ``checkpoint_every`` a multiple of it for the
+window after a resume to cover the same steps as in an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -230,11 +233,17 @@ def _flatten(d, prefix=""):
     return out
 
 
+def has_checkpoint(workdir: Path) -> bool:
+    latest = workdir / "checkpoints" / "latest"
+    return latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir())
+
+
 def write_config(config, workdir: Path) -> None:
-    """Write the resolved config; refuse to resume a workdir whose config differs (naming the fields)."""
+    """Write the resolved config; refuse to resume a checkpointed workdir whose config differs (naming the
+    fields). A workdir without a checkpoint (a run that failed before its first one) takes the new config."""
     resolved = config_to_dict(config)
     path = workdir / "config.json"
-    if path.exists():
+    if path.exists() and has_checkpoint(workdir):
         old = _flatten(json.loads(path.read_text()))
         new = _flatten(resolved)
         diff = sorted(k for k in set(old) | set(new) if old.get(k, "<absent>") != new.get(k, "<absent>"))
@@ -295,13 +304,12 @@ def load_data(task: tasks.TaskSpec) -> dict[str, dict[str, np.ndarray]]:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Run (or resume) one job; returns the final metrics written to ``final_eval.json``."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_config(config, workdir)
-    is_main = jax.process_index() == 0
-
     if config.objective not in objectives.OBJECTIVES:
         raise ValueError(f"unknown config.objective {config.objective!r}; expected one of {sorted(objectives.OBJECTIVES)}")
     task = tasks.get_task(config)
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_config(config, workdir)
+    is_main = jax.process_index() == 0
     data = load_data(task)
 
     mesh = sharding.make_mesh(config.mesh)

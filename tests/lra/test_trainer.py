@@ -116,3 +116,13 @@ def test_schedule_warms_up_then_decays():
     assert float(sched(0)) == 0.0 and float(sched(5)) == pytest.approx(0.5)
     assert float(sched(10)) == pytest.approx(1.0) and float(sched(110)) == pytest.approx(0.0, abs=1e-6)
     assert float(sched(60)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_can_be_rerun_with_a_fixed_config(tmp_path, monkeypatch):
+    toy.register(monkeypatch)
+    from lra import tasks
+    broken = toy.config(num_train_steps=2, **{"data.num_train": 4})  # batch 8 > 4 examples: fails at start
+    with pytest.raises(ValueError, match="larger than the training set"):
+        trainer.train_and_evaluate(broken, tmp_path)
+    result = trainer.train_and_evaluate(toy.config(num_train_steps=2), tmp_path)
+    assert result["step"] == 2
