@@ -31,7 +31,7 @@ def get_config(arg: str = "transformer"):
     # model (configs/models.py); LRA listops/configs/base_listops_config.py: 6 layers, width 512, 8 heads, mlp 2048.
     c.model = models.get(name)
     c.model.d_model, c.model.num_layers, c.model.mlp_ratio = 512, 6, 4
-    if name == "transformer":
+    if name in ("transformer", "aaren"):
         c.model.mixer_kwargs.num_heads = 8
 
     # optimisation: LRA's base config trains 5,000 steps of batch 32 with 1,000 warmup steps (lr 0.05 under an
@@ -47,7 +47,7 @@ def get_config(arg: str = "transformer"):
         c.data.seq_len = 128
         c.model.d_model, c.model.num_layers, c.model.mlp_ratio, c.model.head_hidden = 64, 2, 2, 64
         c.model.dropout = 0.0
-        if name == "transformer":
+        if name in ("transformer", "aaren"):
             c.model.mixer_kwargs.num_heads = 4
         c.batch_size, c.eval_batch_size = 32, 100
         c.num_train_steps, c.eval_every, c.checkpoint_every, c.log_every = 600, 100, 100, 20

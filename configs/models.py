@@ -33,8 +33,17 @@ def transformer() -> ml_collections.ConfigDict:
     return m
 
 
+def aaren() -> ml_collections.ConfigDict:
+    """Aaren: causal by construction; classification reads the last real position (the learned query's attention
+    over the whole sequence). Query init and score scale 0 = 1/sqrt(head_dim) (unverified choices, models.md 3(d))."""
+    m = encoder_defaults("aaren", pos_emb="learned", pooling="last", causal=True)
+    m.mixer_kwargs = ml_collections.ConfigDict({"num_heads": 8, "query_init_std": 0.0, "score_scale": 0.0})
+    return m
+
+
 MODELS = {
     "transformer": transformer,
+    "aaren": aaren,
 }
 
 

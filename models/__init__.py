@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from models.aaren import Aaren
 from models.attention import MultiHeadAttention
 from models.encoder import Classifier, Encoder, LanguageModel, PairedClassifier
 
 MIXERS = {
     "transformer": MultiHeadAttention,
+    "aaren": Aaren,
 }
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

@@ -1,15 +1,17 @@
-"""Training learns: a tiny Transformer on a small generated ListOps set beats the majority class clearly."""
+"""Training learns: tiny models on a small generated ListOps set beat the majority class clearly."""
 import json
 
 import numpy as np
+import pytest
 
 from configs import lra_listops
 from lra import trainer
 from lra.data import listops
 
 
-def test_tiny_transformer_learns_listops(tmp_path):
-    config = lra_listops.get_config("transformer,small")
+@pytest.mark.parametrize("model", ["transformer", "aaren"])
+def test_tiny_model_learns_listops(tmp_path, model):
+    config = lra_listops.get_config(f"{model},small")
     config.unlock()
     config.data.data_dir = str(tmp_path / "data")
     config.num_train_steps, config.eval_every, config.checkpoint_every = 250, 125, 250

@@ -24,10 +24,11 @@ def test_padding_never_changes_real_positions(norm, prenorm):
     tokens = jnp.asarray(r.integers(1, 11, size=(3, 12)))
     lengths = np.array([12, 7, 3])
     mask = jnp.arange(12)[None] < lengths[:, None]
-    variables = enc.init(jax.random.key(0), tokens, mask=mask)
-    y1 = enc.apply(variables, tokens, mask=mask)
+    variables = jax.jit(lambda t, m: enc.init(jax.random.key(0), t, mask=m))(tokens, mask)
+    apply = jax.jit(lambda t, m: enc.apply(variables, t, mask=m))
+    y1 = apply(tokens, mask)
     other = jnp.where(mask, tokens, jnp.asarray(r.integers(1, 11, size=(3, 12))))  # garbage at padded positions
-    y2 = enc.apply(variables, other, mask=mask)
+    y2 = apply(other, mask)
     np.testing.assert_allclose(np.asarray(y1), np.asarray(y2), rtol=1e-5, atol=1e-5)
     assert np.all(np.asarray(y1)[~np.asarray(mask)] == 0.0)
     if norm == "layer":  # per-example computation: also equal to the unpadded sequence alone
@@ -54,7 +55,7 @@ def test_causal_encoder_has_no_leakage():
     enc = small_encoder(causal=True, norm="layer")
     x = jax.random.normal(jax.random.key(2), (1, 10, 1))
     variables = enc.init(jax.random.key(0), x)
-    jac = jax.jacrev(lambda x: enc.apply(variables, x)[0])(x)  # [t, d, 1, s, 1]
+    jac = jax.jit(jax.jacrev(lambda x: enc.apply(variables, x)[0]))(x)  # [t, d, 1, s, 1]
     dep = np.abs(np.asarray(jac)).sum(axis=(1, 2, 4))  # [t, s]
     assert np.all(dep[np.triu_indices(10, k=1)] == 0.0)
     assert np.all(np.diag(dep) > 0.0)
@@ -114,9 +115,9 @@ def test_registry_builds_every_mixer(name, causal):
     mask = jnp.arange(24)[None] < jnp.array([[24], [17]])
     try:
         mixer = models.MIXERS[name](d_model=32, causal=causal)
-        variables = mixer.init(jax.random.key(1), x, mask=mask)
+        variables = jax.jit(lambda x, mask: mixer.init(jax.random.key(1), x, mask=mask))(x, mask)
     except ValueError as e:
         assert causal and "causal" in str(e)
         return
-    y = mixer.apply(variables, x, mask=mask)
+    y = jax.jit(lambda v, x, mask: mixer.apply(v, x, mask=mask))(variables, x, mask)
     assert y.shape == x.shape and np.all(np.isfinite(np.asarray(y)))
