@@ -47,7 +47,7 @@ def get_config(arg: str = "transformer"):
         c.data.seq_len = 128
         c.model.d_model, c.model.num_layers, c.model.mlp_ratio, c.model.head_hidden = 64, 2, 2, 64
         c.model.dropout = 0.0
-        if name in ("transformer", "aaren"):
+        if name in ("transformer", "aaren", "deltanet"):
             c.model.mixer_kwargs.num_heads = 4
         c.batch_size, c.eval_batch_size = 32, 100
         c.num_train_steps, c.eval_every, c.checkpoint_every, c.log_every = 600, 100, 100, 20

@@ -41,9 +41,19 @@ def aaren() -> ml_collections.ConfigDict:
     return m
 
 
+def deltanet() -> ml_collections.ConfigDict:
+    """DeltaNet (fla's layer): short convs give it local order, so no positional embedding; bidirectional for
+    classification (causal=False, our two-direction form), causal=True for causal-LM pretraining."""
+    m = encoder_defaults("deltanet", pos_emb="none")
+    m.mixer_kwargs = ml_collections.ConfigDict(
+        {"num_heads": 4, "chunk_size": 64, "conv_size": 4, "use_gate": True, "norm_eps": 1e-5})
+    return m
+
+
 MODELS = {
     "transformer": transformer,
     "aaren": aaren,
+    "deltanet": deltanet,
 }
 
 

@@ -10,11 +10,13 @@ import jax.numpy as jnp
 
 from models.aaren import Aaren
 from models.attention import MultiHeadAttention
+from models.deltanet import DeltaNet
 from models.encoder import Classifier, Encoder, LanguageModel, PairedClassifier
 
 MIXERS = {
     "transformer": MultiHeadAttention,
     "aaren": Aaren,
+    "deltanet": DeltaNet,
 }
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

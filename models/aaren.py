@@ -149,7 +149,8 @@ class Aaren(nn.Module):
     def __call__(self, x, *, mask=None, deterministic=True):
         k, v = self._kv(x)
         o = prefix_attention(self.query, k, v, mask, self.scale)
-        return self.out(o.transpose(0, 2, 1, 3))
+        y = self.out(o.transpose(0, 2, 1, 3))
+        return y if mask is None else jnp.where(mask[..., None], y, 0).astype(y.dtype)  # padded outputs are zero
 
     def prefill(self, x, mask=None):
         """Outputs for a prefix and the carry after it (for streaming continuation)."""

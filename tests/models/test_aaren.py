@@ -110,7 +110,8 @@ def test_padding_never_reaches_real_positions():
     y2 = mod.apply(params, jnp.where(mask[..., None], x, 1e3), mask=mask)
     np.testing.assert_allclose(np.asarray(y1)[np.asarray(mask)], np.asarray(y2)[np.asarray(mask)], rtol=1e-5,
                                atol=1e-6)
-    # left padding too: positions before the first real token see nothing (output = out-proj bias only)
+    assert np.all(np.asarray(y1)[~np.asarray(mask)] == 0)  # padded outputs are zero
+    # left padding too
     left = jnp.arange(9)[None] >= 3
     y3 = mod.apply(params, x, mask=left)
     y4 = mod.apply(params, x[:, 3:])

@@ -1,0 +1,299 @@
+"""DeltaNet: linear attention with the delta rule (Schlag et al. 2021; Yang et al. 2024); models.md section 6.
+
+Per head, state ``S_t`` in R^{d_v x d_k}, ``S_0`` = 0 (or a given initial state):
+
+    S_t = S_{t-1} (I - beta_t k_t k_t^T) + beta_t v_t k_t^T = S_{t-1} + beta_t (v_t - S_{t-1} k_t) k_t^T
+    o_t = S_t q_t                                   (the state already holds token t)
+
+Three forms with one signature over ``[batch, heads, length, dim]`` (beta ``[batch, heads, length]``), each returning
+``(outputs, final_state)``:
+
+* :func:`delta_rule_recurrent` -- the recurrence above, one token per ``lax.scan`` step.
+* :func:`delta_rule_dense` -- ``o_t = S_0 Pi_{1..t} q_t + sum_{s<=t} beta_s (k_s^T Pi_{s+1..t} q_t) v_s`` with
+  ``Pi_{a..b} = (I - beta_a k_a k_a^T) ... (I - beta_b k_b k_b^T)``, built explicitly (tiny L only).
+* :func:`delta_rule_chunked` -- the chunkwise WY / UT form. Within a chunk of C rows (K, V, Q, beta):
+  ``T = (I + strict_lower(diag(beta) K K^T))^{-1} diag(beta)`` by a unit-lower-triangular solve, ``W = T K``,
+  ``U = T V``; with the chunk's start state S:
+  ``O = Q S^T + (Q K^T * M)(U - W S^T)`` (M: lower triangle with the diagonal), ``S' = S + (U - W S^T)^T K``.
+  Matmuls only, sequential depth L / C. Lengths are padded to a multiple of C with k = 0, beta = 0 (identity
+  transitions that write nothing). State, T and the inter-chunk loop run in float32 (float64 under x64).
+
+The Flax module :class:`DeltaNet` follows fla's ``DeltaNet`` layer: q/k/v projections, causal depthwise short
+convolutions (kernel 4) + SiLU, L2-normalised q and k (q also scaled by 1/sqrt(d_k)), ``beta = sigmoid(W_b x)``,
+per-head RMSNorm with an optional SiLU output gate, output projection. ``causal=False`` (the LRA classification
+default) is our bidirectional form (models.md 6(f), not from the paper): a second parameter set runs over each
+sequence reversed within its real length, and the two directions' per-head outputs are summed before ``W_o``.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def _acc(dtype):
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _zero_state(q, v):
+    B, H, _, dk = q.shape
+    return jnp.zeros((B, H, v.shape[-1], dk), _acc(q.dtype))
+
+
+# ----------------------------------------------------------------------------------------------------- kernels
+
+def delta_rule_step(state, q_t, k_t, v_t, beta_t):
+    """One token: ``state`` [B, H, dv, dk], ``q_t, k_t`` [B, H, dk], ``v_t`` [B, H, dv], ``beta_t`` [B, H]."""
+    pred = jnp.einsum("bhvk,bhk->bhv", state, k_t)
+    state = state + beta_t[..., None, None] * jnp.einsum("bhv,bhk->bhvk", v_t - pred, k_t)
+    return state, jnp.einsum("bhvk,bhk->bhv", state, q_t)
+
+
+def delta_rule_recurrent(q, k, v, beta, initial_state=None):
+    """Plain form: the recurrence, token by token. Returns ``(o [B,H,L,dv], final_state [B,H,dv,dk])``."""
+    acc = _acc(q.dtype)
+    state = _zero_state(q, v) if initial_state is None else initial_state.astype(acc)
+    xs = tuple(a.astype(acc).swapaxes(0, 2).swapaxes(1, 2) for a in (q, k, v))  # [L, B, H, d]
+    b = beta.astype(acc).transpose(2, 0, 1)
+
+    def body(s, x):
+        return delta_rule_step(s, *x)
+
+    state, o = jax.lax.scan(body, state, xs + (b,))
+    return o.transpose(1, 2, 0, 3).astype(v.dtype), state
+
+
+def delta_rule_dense(q, k, v, beta, initial_state=None):
+    """Plain form for tiny L: the explicit sum over products of Householder-like transitions."""
+    acc = _acc(q.dtype)
+    q, k, v, beta = (a.astype(acc) for a in (q, k, v, beta))
+    B, H, L, dk = q.shape
+    eye = jnp.eye(dk, dtype=acc)
+    trans = eye - beta[..., None, None] * jnp.einsum("bhti,bhtj->bhtij", k, k)  # [B, H, L, dk, dk]
+    s0 = _zero_state(q, v) if initial_state is None else initial_state.astype(acc)
+    outs = []
+    for t in range(L):
+        o_t = jnp.einsum("bhvk,bhk->bhv", s0, jnp.einsum("bhij,bhj->bhi", _product(trans, 0, t + 1, eye), q[:, :, t]))
+        for s in range(t + 1):
+            pq = jnp.einsum("bhij,bhj->bhi", _product(trans, s + 1, t + 1, eye), q[:, :, t])
+            o_t = o_t + (beta[:, :, s] * jnp.einsum("bhk,bhk->bh", k[:, :, s], pq))[..., None] * v[:, :, s]
+        outs.append(o_t)
+    final = s0 @ _product(trans, 0, L, eye) + jnp.einsum(
+        "bhs,bhsv,bhsk->bhvk", beta, v,
+        jnp.stack([jnp.einsum("bhk,bhkj->bhj", k[:, :, s], _product(trans, s + 1, L, eye)) for s in range(L)], 2))
+    return jnp.stack(outs, 2), final
+
+
+def _product(trans, a, b, eye):
+    """``trans[a] @ trans[a+1] @ ... @ trans[b-1]`` (identity when empty), batched over [B, H]."""
+    out = jnp.broadcast_to(eye, trans.shape[:2] + eye.shape)
+    for i in range(a, b):
+        out = out @ trans[:, :, i]
+    return out
+
+
+def unit_lower_solve(a, b):
+    """Solve ``a x = b`` for unit-lower-triangular ``a`` [..., C, C] with matmuls only.
+
+    With ``a = I + N`` (N strictly lower, so nilpotent: N^C = 0), ``a^{-1} = (I - N)(I + N^2)(I + N^4)...`` up to
+    the first power >= C: log2(C) batched C x C products instead of C sequential substitution steps. (Not
+    ``solve_triangular``: XLA's CPU runtime was seen to deadlock running several of its LAPACK calls at once, in
+    the bidirectional layer.)"""
+    C = a.shape[-1]
+    eye = jnp.eye(C, dtype=a.dtype)
+    n = eye - a  # = -N
+    inv = eye + n
+    power = n
+    span = 2
+    while span < C:
+        power = power @ power
+        inv = inv + inv @ power
+        span *= 2
+    return inv @ b
+
+
+def delta_rule_chunked(q, k, v, beta, chunk_size: int = 64, initial_state=None):
+    """Chunkwise-parallel delta rule in the WY / UT form; same outputs and final state as the recurrence."""
+    acc = _acc(q.dtype)
+    B, H, L, dk = q.shape
+    dv = v.shape[-1]
+    C = max(1, min(chunk_size, L))
+    n = -(-L // C)
+    pad = n * C - L
+    q, k, v, beta = (a.astype(acc) for a in (q, k, v, beta))
+    if pad:  # k = 0, beta = 0: identity transitions that write nothing
+        q, k, v = (jnp.pad(a, ((0, 0), (0, 0), (0, pad), (0, 0))) for a in (q, k, v))
+        beta = jnp.pad(beta, ((0, 0), (0, 0), (0, pad)))
+    # [n, B, H, C, d]
+    q, k, v = (a.reshape(B, H, n, C, -1).transpose(2, 0, 1, 3, 4) for a in (q, k, v))
+    beta = beta.reshape(B, H, n, C).transpose(2, 0, 1, 3)
+
+    # All chunks at once: T = (I + strict_lower(diag(beta) K K^T))^-1 diag(beta), W = T K, U = T V.
+    kk = jnp.einsum("nbhid,nbhjd->nbhij", k, k)
+    a = jnp.tril(beta[..., :, None] * kk, -1) + jnp.eye(C, dtype=acc)
+    rhs = beta[..., None] * jnp.concatenate([k, v], -1)
+    wu = unit_lower_solve(a, rhs)
+    w, u = wu[..., :dk], wu[..., dk:]
+    causal = jnp.tril(jnp.ones((C, C), bool))
+    qk = jnp.where(causal, jnp.einsum("nbhid,nbhjd->nbhij", q, k), 0.0)
+
+    def body(state, xs):
+        q_c, k_c, w_c, u_c, qk_c = xs
+        new_v = u_c - jnp.einsum("bhcd,bhvd->bhcv", w_c, state)  # U - W S^T
+        o = jnp.einsum("bhcd,bhvd->bhcv", q_c, state) + jnp.einsum("bhij,bhjv->bhiv", qk_c, new_v)
+        state = state + jnp.einsum("bhcv,bhcd->bhvd", new_v, k_c)
+        return state, o
+
+    state = _zero_state(q[0], v[0]) if initial_state is None else initial_state.astype(acc)
+    state, o = jax.lax.scan(body, state, (q, k, w, u, qk))
+    o = o.transpose(1, 2, 0, 3, 4).reshape(B, H, n * C, dv)[:, :, :L]
+    return o, state
+
+
+# ----------------------------------------------------------------------------------------------------- module
+
+def l2_normalize(x, eps=1e-6):
+    return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+def reverse_within_length(x, lengths):
+    """Reverse each sequence over its first ``lengths[b]`` positions; padded positions stay where they are."""
+    L = x.shape[1]
+    t = jnp.arange(L)[None, :]
+    idx = jnp.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
+    return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+class ShortConv(nn.Module):
+    """Causal depthwise convolution over time (kernel ``size``), with bias, then SiLU."""
+
+    features: int
+    size: int = 4
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, history=None):
+        """``x`` [B, L, C]; ``history`` [B, size-1, C] of preceding inputs (zeros when None).
+        Returns (output, the last size-1 inputs as the next history)."""
+        w = self.param("kernel", nn.initializers.lecun_normal(), (self.size, self.features))
+        b = self.param("bias", nn.initializers.zeros, (self.features,))
+        if history is None:
+            history = jnp.zeros((x.shape[0], self.size - 1, x.shape[2]), x.dtype)
+        xp = jnp.concatenate([history.astype(x.dtype), x], axis=1)
+        L = x.shape[1]
+        y = sum(xp[:, i:i + L] * w[i].astype(x.dtype) for i in range(self.size)) + b.astype(x.dtype)
+        return nn.silu(y), xp[:, L:]
+
+
+class DeltaNetStream(NamedTuple):
+    state: jax.Array  # [B, H, dv, dk]
+    conv: tuple  # three [B, size-1, channels] histories (q, k, v)
+
+
+class DeltaNetDirection(nn.Module):
+    """One direction: projections, short convs, normalisation, delta rule, per-head RMSNorm (+ gate)."""
+
+    num_heads: int
+    head_dim: int
+    chunk_size: int = 64
+    conv_size: int = 4
+    use_gate: bool = True
+    norm_eps: float = 1e-5
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        width = self.num_heads * self.head_dim
+        dense = lambda name: nn.Dense(width, use_bias=False, dtype=self.dtype, name=name)
+        self.q_proj, self.k_proj, self.v_proj = dense("q_proj"), dense("k_proj"), dense("v_proj")
+        self.b_proj = nn.Dense(self.num_heads, use_bias=False, dtype=self.dtype, name="b_proj")
+        conv = lambda name: ShortConv(width, self.conv_size, self.dtype, name=name)
+        self.q_conv, self.k_conv, self.v_conv = conv("q_conv"), conv("k_conv"), conv("v_conv")
+        if self.use_gate:
+            self.g_proj = dense("g_proj")
+        self.norm_scale = self.param("scale", nn.initializers.ones, (self.head_dim,))
+
+    def _features(self, x, mask, histories):
+        """Per-head q, k, v [B, H, L, d], beta [B, H, L] and the conv histories after x."""
+        keep = (lambda a: a) if mask is None else (lambda a: jnp.where(mask[..., None], a, 0.0))
+        h = histories or (None, None, None)
+        (q, hq), (k, hk), (v, hv) = (conv(keep(proj(x)), hist) for conv, proj, hist in (
+            (self.q_conv, self.q_proj, h[0]), (self.k_conv, self.k_proj, h[1]), (self.v_conv, self.v_proj, h[2])))
+        q, k, v = (keep(a) for a in (q, k, v))
+        split = lambda a: a.reshape(a.shape[:2] + (self.num_heads, self.head_dim)).transpose(0, 2, 1, 3)
+        q = l2_normalize(split(q)) * self.head_dim ** -0.5
+        k = l2_normalize(split(k))
+        v = split(v)
+        beta = nn.sigmoid(self.b_proj(x).astype(jnp.float32)).transpose(0, 2, 1)
+        if mask is not None:
+            beta = jnp.where(mask[:, None, :], beta, 0.0)
+        return q, k, v, beta, (hq, hk, hv)
+
+    def _finish(self, o, x):
+        """Per-head RMSNorm, optional SiLU gate; [B, H, L, dv] -> [B, L, H * dv]."""
+        o = o.transpose(0, 2, 1, 3).astype(jnp.float32)
+        o = o * jax.lax.rsqrt(jnp.mean(o * o, -1, keepdims=True) + self.norm_eps) * self.norm_scale
+        o = o.reshape(o.shape[:2] + (-1,)).astype(self.dtype)
+        if self.use_gate:
+            o = o * nn.silu(self.g_proj(x))
+        return o
+
+    def __call__(self, x, mask=None):
+        q, k, v, beta, _ = self._features(x, mask, None)
+        o, _ = delta_rule_chunked(q, k, v, beta, self.chunk_size)
+        return self._finish(o, x)
+
+    def step(self, carry: DeltaNetStream, x_t):
+        """One token [B, D] -> (carry, per-head output [B, H * dv])."""
+        q, k, v, beta, hist = self._features(x_t[:, None], None, carry.conv)
+        state, o = delta_rule_step(carry.state, q[:, :, 0], k[:, :, 0], v[:, :, 0], beta[:, :, 0])
+        return DeltaNetStream(state, hist), self._finish(o[:, :, None], x_t[:, None])[:, 0]
+
+
+class DeltaNet(nn.Module):
+    """DeltaNet mixer; ``causal=True``: the forward direction only; ``causal=False``: forward + reversed."""
+
+    d_model: int
+    causal: bool = False
+    num_heads: int = 4
+    chunk_size: int = 64
+    conv_size: int = 4
+    use_gate: bool = True
+    norm_eps: float = 1e-5
+    dtype: Any = jnp.float32
+
+    def setup(self):
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
+        make = lambda name: DeltaNetDirection(self.num_heads, self.d_model // self.num_heads, self.chunk_size,
+                                              self.conv_size, self.use_gate, self.norm_eps, self.dtype, name=name)
+        self.fwd = make("fwd")
+        if not self.causal:
+            self.bwd = make("bwd")
+        self.out = nn.Dense(self.d_model, use_bias=False, dtype=self.dtype, name="out")
+
+    def __call__(self, x, *, mask=None, deterministic=True):
+        if mask is not None:
+            x = jnp.where(mask[..., None], x, 0.0)
+        o = self.fwd(x, mask)
+        if not self.causal:
+            lengths = jnp.full((x.shape[0],), x.shape[1]) if mask is None else jnp.sum(mask, 1)
+            o = o + reverse_within_length(self.bwd(reverse_within_length(x, lengths), mask), lengths)
+        if mask is not None:
+            o = jnp.where(mask[..., None], o, 0.0)
+        return self.out(o)
+
+    def init_stream(self, batch: int) -> DeltaNetStream:
+        if not self.causal:
+            raise ValueError("streaming needs causal=True (the bidirectional form reads the whole sequence)")
+        P, width = self.d_model // self.num_heads, self.d_model
+        hist = jnp.zeros((batch, self.conv_size - 1, width), self.dtype)
+        return DeltaNetStream(jnp.zeros((batch, self.num_heads, P, P), jnp.float32), (hist, hist, hist))
+
+    def stream(self, carry: DeltaNetStream, x_t):
+        """One token ``x_t`` [B, D] -> (carry, output [B, D]); memory independent of the length seen."""
+        if not self.causal:
+            raise ValueError("streaming needs causal=True (the bidirectional form reads the whole sequence)")
+        carry, o = self.fwd.step(carry, x_t)
+        return carry, self.out(o)
