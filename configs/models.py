@@ -46,7 +46,7 @@ def deltanet() -> ml_collections.ConfigDict:
     classification (causal=False, our two-direction form), causal=True for causal-LM pretraining."""
     m = encoder_defaults("deltanet", pos_emb="none")
     m.mixer_kwargs = ml_collections.ConfigDict(
-        {"num_heads": 4, "chunk_size": 64, "conv_size": 4, "use_gate": True, "norm_eps": 1e-5})
+        {"num_heads": 4, "chunk_size": 16, "conv_size": 4, "use_gate": True, "norm_eps": 1e-5})
     return m
 
 

@@ -114,7 +114,7 @@ def unit_lower_solve(a, b):
     return inv @ b
 
 
-def delta_rule_chunked(q, k, v, beta, chunk_size: int = 64, initial_state=None):
+def delta_rule_chunked(q, k, v, beta, chunk_size: int = 16, initial_state=None):
     """Chunkwise-parallel delta rule in the WY / UT form; same outputs and final state as the recurrence."""
     acc = _acc(q.dtype)
     B, H, L, dk = q.shape
@@ -197,7 +197,7 @@ class DeltaNetDirection(nn.Module):
 
     num_heads: int
     head_dim: int
-    chunk_size: int = 64
+    chunk_size: int = 16  # benchmarks/results/deltanet.md: the matmul-only inverse grows as C^3 log C
     conv_size: int = 4
     use_gate: bool = True
     norm_eps: float = 1e-5
@@ -257,7 +257,7 @@ class DeltaNet(nn.Module):
     d_model: int
     causal: bool = False
     num_heads: int = 4
-    chunk_size: int = 64
+    chunk_size: int = 16  # benchmarks/results/deltanet.md: the matmul-only inverse grows as C^3 log C
     conv_size: int = 4
     use_gate: bool = True
     norm_eps: float = 1e-5
