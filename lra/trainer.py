@@ -42,7 +42,7 @@ from lra.data import pipeline
 def param_label(path: tuple[str, ...]) -> str:
     """The optimizer group of a parameter, from its name (the last element of its path).
 
-    ``ssm_*`` -> "ssm" (own learning rate, no weight decay); ``bias``, ``scale``, ``embedding`` tables of norms and
+    ``ssm_*`` -> "ssm" (own learning rate, no weight decay); ``bias`` and ``scale`` (norms) and
     ``nd_*`` -> "no_decay"; everything else -> "default". This is the one place that decides; mixers opt in by naming.
     """
     name = path[-1]

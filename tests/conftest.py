@@ -1,7 +1,6 @@
 """Shared test helpers: float64 switch, the fixtures directory, a small task spec."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jax
