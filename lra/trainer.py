@@ -93,6 +93,11 @@ def make_optimizer(opt, num_steps: int) -> optax.GradientTransformation:
 
 # ----------------------------------------------------------------------------------------------------- state
 
+# Collections a forward pass writes for the step that ran it, never kept in the state: ``losses`` (auxiliary losses
+# sown by mixers, added to the task loss) and ``intermediates`` (sown for inspection).
+TRANSIENT_COLLECTIONS = ("losses", "intermediates")
+
+
 @flax.struct.dataclass
 class TrainState:
     step: jax.Array
@@ -137,37 +142,43 @@ class Steps:
         args, kwargs = model_inputs(self.task, dummy_batch(self.task))
         variables = jax.jit(lambda r: self.model.init({"params": r, "dropout": r}, *args, **kwargs),
                             out_shardings=sharding.replicated(self.mesh))(rng)
-        variables = dict(variables)
+        variables = {k: v for k, v in variables.items() if k not in TRANSIENT_COLLECTIONS}
         params = variables.pop("params")
         opt_state = jax.jit(self.tx.init, out_shardings=sharding.replicated(self.mesh))(params)
         state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state, model_state=variables)
         return jax.device_put(state, sharding.replicated(self.mesh))  # same placement as the steps' outputs
 
     def _apply(self, params, model_state, batch, *, train: bool, rng=None):
+        """Returns (outputs, new model state, auxiliary loss). In training every state collection is mutable and
+        the values sown into ``losses`` (already weighted, e.g. routing's commitment loss) sum to the aux loss."""
         args, kwargs = model_inputs(self.task, batch)
         variables = {"params": params, **model_state}
-        mutable = list(model_state) if (train and model_state) else False
-        out = self.model.apply(variables, *args, **kwargs, deterministic=not train,
-                               rngs={"dropout": rng} if train else None, mutable=mutable)
-        return out if mutable else (out, model_state)
+        if not train:
+            return self.model.apply(variables, *args, **kwargs, deterministic=True), model_state, 0.0
+        out, new_state = self.model.apply(variables, *args, **kwargs, deterministic=False, rngs={"dropout": rng},
+                                          mutable=[*model_state, "losses"])
+        new_state = dict(new_state)
+        aux = sum((jnp.sum(v) for v in jax.tree_util.tree_leaves(new_state.pop("losses", {}))), jnp.float32(0.0))
+        return out, new_state, aux
 
     def _train_step(self, state: TrainState, batch, base_rng):
         rng = jax.random.fold_in(base_rng, state.step)
 
         def loss_fn(params):
-            logits, new_model_state = self._apply(params, state.model_state, batch, train=True, rng=rng)
+            logits, new_model_state, aux = self._apply(params, state.model_state, batch, train=True, rng=rng)
             loss, sums = self.objective(logits, batch["labels"])
-            return loss, (sums, new_model_state)
+            sums["aux_loss"] = aux
+            return loss + aux, (sums, new_model_state)
 
         (_, (sums, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        sums["grad_norm"] = optax.global_norm(grads)
+        sums["grad_norm"] = optax.tree.norm(grads)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                              model_state=flax.core.unfreeze(model_state)), sums
 
     def _eval_step(self, state: TrainState, batch):
-        logits, _ = self._apply(state.params, state.model_state, batch, train=False)
+        logits, _, _ = self._apply(state.params, state.model_state, batch, train=False)
         _, sums = self.objective(logits, batch["labels"], batch["weights"])
         return sums
 
@@ -360,8 +371,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             window = jax.device_get(window)
             elapsed = time.perf_counter() - t0
             m = objectives.summarize(window)
+            n_steps = n_seen // config.batch_size
             m = {"loss": m["loss"], "accuracy": m["accuracy"],
-                 "grad_norm": float(window["grad_norm"]) / (n_seen // config.batch_size),
+                 "grad_norm": float(window["grad_norm"]) / n_steps,
+                 "aux_loss": float(window["aux_loss"]) / n_steps,
                  "examples_per_s": n_seen / elapsed}
             writer.write(step, "train", m)
             bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}", ex_s=f"{m['examples_per_s']:.0f}")

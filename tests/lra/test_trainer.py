@@ -1,7 +1,9 @@
 """The trainer: resume is exact, config mismatch is refused, optimizer groups, final evaluation written."""
 import json
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -126,3 +128,43 @@ def test_a_run_that_failed_before_its_first_checkpoint_can_be_rerun_with_a_fixed
         trainer.train_and_evaluate(broken, tmp_path)
     result = trainer.train_and_evaluate(toy.config(num_train_steps=2), tmp_path)
     assert result["step"] == 2
+
+
+
+class _SowingMixer(nn.Module):
+    """A toy mixer with a non-parameter state collection (counts its training calls) and a sown auxiliary loss."""
+    d_model: int
+    causal: bool = False
+    dtype: object = None
+
+    @nn.compact
+    def __call__(self, x, *, mask=None, deterministic=True):
+        calls = self.variable("counter", "calls", lambda: jnp.zeros((), jnp.int32))
+        if not deterministic and self.is_mutable_collection("counter"):
+            calls.value += 1
+        w = self.param("w", lambda *_: jnp.full((), 0.5))
+        self.sow("losses", "penalty", 3.0 * w ** 2)
+        return x * w
+
+
+def test_state_collections_update_and_sown_losses_join_the_loss(monkeypatch):
+    import models
+    from lra import sharding, tasks
+    toy.register(monkeypatch)
+    monkeypatch.setitem(models.MIXERS, "sowing", _SowingMixer)
+    config = toy.config(**{"model.mixer": "sowing", "model.num_layers": 2})
+    config.unlock()
+    config.model.mixer_kwargs = {}
+    config.lock()
+    task = tasks.get_task(config)
+    steps = trainer.Steps(models.build(config.model, task), task, trainer.make_optimizer(config.optimizer, 6),
+                          sharding.make_mesh(config.mesh), trainer.objectives.classification)
+    state = steps.init(jax.random.key(0))
+    assert set(state.model_state) == {"counter"}  # sown losses are not state
+    data = {k: v[:8] for k, v in task.load("train").items()}
+    new_state, sums = steps.train_step(state, sharding.shard_batch(data, steps.mesh), jax.random.key(1))
+    np.testing.assert_allclose(float(sums["aux_loss"]), 2 * 3.0 * 0.5 ** 2, rtol=1e-6)  # two layers
+    assert [int(c) for c in jax.tree_util.tree_leaves(new_state.model_state)] == [1, 1]
+    eval_sums = steps.eval_step(new_state, sharding.shard_batch({**data, "weights": np.ones(8, np.float32)},
+                                                                steps.mesh))
+    assert "aux_loss" not in eval_sums and np.isfinite(float(eval_sums["loss"]))
