@@ -1,36 +1,70 @@
-"""Every notebook in colabs/ runs top to bottom on tiny settings (injected after its `parameters` cell) and writes
-its figures; any cell error fails the test."""
+"""Every notebook in colabs/ runs top to bottom on tiny settings and writes its figures.
+
+The tiny settings go into a cell inserted right after the notebook's one cell tagged ``parameters`` (every key
+must already be a setting there); outputs go to a temporary directory. The kernel runs this interpreter, through a
+kernelspec written to a temporary directory, so a fresh virtual environment needs no Jupyter set-up of its own.
+Any cell error fails the test (nbclient raises ``CellExecutionError`` naming the cell); the notebooks assert their
+own results too (restored checkpoint = ``final_eval.json``, every mixer's matrix = its fast form, ...).
+"""
+import json
+import sys
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import KernelManager
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = {
-    "quickstart": {"num_train": 200, "steps": 12, "eval_every": 6},
-    "mixers": {"length": 32},
-    "pretraining": {"num_train": 200, "pretrain_steps": 8, "finetune_steps": 8, "eval_every": 4},
+# notebook: (tiny settings, settings that name a directory (set to a temporary one), the figures it must write)
+NOTEBOOKS = {
+    "quickstart": ({"num_train": 200, "num_eval": 100, "steps": 12, "eval_every": 6, "d_model": 16},
+                   ("figures", "workdir", "data_dir"), ["quickstart_curves.png"]),
+    "mixers": ({"length": 32, "kernel_length": 64}, ("figures",),
+               ["mixers_matrices.png", "s4_kernels.png", "cost_vs_length.png"]),
+    "pretraining": ({"num_train": 200, "num_eval": 100, "pretrain_steps": 8, "finetune_steps": 8, "eval_every": 4,
+                     "d_model": 16}, ("figures", "workdir", "data_dir"), ["denoising.png", "pretraining_vs_scratch.png"]),
 }
-FIGURES = {"quickstart": ["quickstart_curves.png"], "mixers": ["mixers_matrices.png", "s4_kernels.png",
-                                                               "cost_vs_length.png"],
-           "pretraining": ["pretraining_vs_scratch.png"]}
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
-def test_notebook_runs_top_to_bottom(name, tmp_path):
+@pytest.fixture(scope="module")
+def kernel_dir(tmp_path_factory) -> Path:
+    """A kernelspec for this interpreter (``sys.executable``) in a temporary kernels directory."""
+    root = tmp_path_factory.mktemp("kernels")
+    spec = root / "lra-test-python"
+    spec.mkdir()
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "lra test python", "language": "python"}))
+    return root
+
+
+def test_every_notebook_is_tested():
+    assert sorted(p.stem for p in (REPO / "colabs").glob("*.ipynb")) == sorted(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_notebook_runs_top_to_bottom(name, tmp_path, kernel_dir):
+    tiny, directories, figures = NOTEBOOKS[name]
     nb = nbformat.read(REPO / "colabs" / f"{name}.ipynb", as_version=4)
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in nb.cells if c.cell_type == "code"), \
+        "commit notebooks without outputs"
     where = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
-    assert len(where) == 1, "one cell tagged 'parameters'"
-    overrides = {**TINY[name], "figures": str(tmp_path / "figures"), "workdir": str(tmp_path / "run"),
-                 "data_dir": str(tmp_path / "data")}
+    assert len(where) == 1 and where[0] == min(i for i, c in enumerate(nb.cells) if c.cell_type == "code"), \
+        "the first code cell, and only it, is tagged 'parameters'"
+    settings = {**tiny, **{k: str(tmp_path / k) for k in directories}}
     nb.cells.insert(where[0] + 1, nbformat.v4.new_code_cell(
-        "SETTINGS.update({k: v for k, v in %r.items() if k in SETTINGS})" % overrides))
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(REPO / "colabs")}})
+        f"_tiny = {settings!r}\n"
+        "assert set(_tiny) <= set(SETTINGS), f'not settings of this notebook: {sorted(set(_tiny) - set(SETTINGS))}'\n"
+        "SETTINGS.update(_tiny)"))
+    km = KernelManager(kernel_name="lra-test-python", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernel_dir)]))
+    client = nbclient.NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(REPO / "colabs")}})
     client.execute()  # raises CellExecutionError on the first failing cell
-    for fig in FIGURES[name]:
+
+    for fig in figures:
         png = tmp_path / "figures" / fig
-        assert png.is_file() and png.stat().st_size > 5_000, fig
+        assert png.is_file() and png.stat().st_size > 10_000, f"{fig} missing or nearly empty"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
+    shown = sum("image/png" in out.get("data", {}) for c in nb.cells if c.cell_type == "code" for out in c.outputs)
+    assert shown >= len(figures), f"{shown} figures displayed, {len(figures)} expected"
