@@ -66,19 +66,25 @@ def _split_checked(load):
 
 
 def _text(data) -> TaskSpec:
+    """IMDB bytes (lra/data/text.py): the aclImdb archive or folder under ``data.data_dir``."""
     from lra.data import text
     return TaskSpec("text", data.seq_len, text.NUM_CLASSES, text.VOCAB_SIZE, _split_checked(
         lambda split: text.load_split(data.data_dir, split, seq_len=data.seq_len,
-                                      official_protocol=data.official_protocol, val_seed=data.val_seed)))
+                                      official_protocol=data.official_protocol, val_fraction=data.val_fraction,
+                                      val_seed=data.val_seed, cache_dir=data.cache_dir or None)))
 
 
 def _retrieval(data) -> TaskSpec:
+    """AAN pairs (lra/data/retrieval.py): the LRA release's tsv_data/ under ``data.data_dir``."""
     from lra.data import retrieval
     return TaskSpec("retrieval", data.seq_len, retrieval.NUM_CLASSES, retrieval.VOCAB_SIZE, _split_checked(
-        lambda split: retrieval.load_split(data.data_dir, split, seq_len=data.seq_len)), paired=True)
+        lambda split: retrieval.load_split(data.data_dir, split, seq_len=data.seq_len,
+                                           decode_literals=data.decode_literals, cache_dir=data.cache_dir or None)),
+        paired=True)
 
 
 def _image(data) -> TaskSpec:
+    """Grayscale CIFAR-10 (lra/data/image.py): 256 tokens or one normalised channel (``data.tokenize``)."""
     from lra.data import image
     load = _split_checked(lambda split: image.load_split(data.data_dir, split, tokenize=data.tokenize))
     if data.tokenize:

@@ -1,83 +1,316 @@
-"""LRA Text: IMDB movie reviews at the byte level, 2 classes (``shared/design/data.md`` section 3).
+"""LRA Text: IMDB movie reviews read byte by byte, 2 classes (``shared/design/data.md`` section 3).
 
-Source: the original archive ``aclImdb_v1.tar.gz`` (or its unpacked ``aclImdb/`` folder) under ``data_dir``:
-``aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt``; ``train/unsup`` (unlabelled) is ignored. A review is the
-file's bytes stripped of surrounding whitespace (as TFDS ``imdb_reviews`` does); label 1 = ``pos``, 0 = ``neg``.
-Reviews are read in sorted file-name order (neg then pos), so the arrays do not depend on the file system.
+Source: the original archive of Maas et al. (2011), https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz,
+under ``data_dir``: the ``aclImdb_v1.tar.gz`` file itself (read in place with ``tarfile``, nothing is unpacked) or
+its unpacked ``aclImdb/`` folder (``data_dir`` may also be that folder or the archive's path). Reviews are
+``aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt``, 12,500 per folder; ``train/unsup`` (50,000 unlabelled
+reviews) is ignored. As TFDS ``imdb_reviews`` (which the official LRA pipeline loads) does, a review is the file's
+bytes with surrounding ASCII whitespace stripped (``bytes.strip()``; HTML such as ``<br />`` is kept) and its label
+is 0 for ``neg``, 1 for ``pos``. Order: neg then pos, by review id (``<id>`` of the file name), so the arrays do not
+depend on the file system or the archive's member order (TFDS's record order is its own and is not reproduced).
 
-Encoding (the official ``ByteTextEncoder``): byte b -> id b + 1, 0 = padding, vocabulary 257; truncated and padded to
-``seq_len`` (4,096 by default, the common LRA setting; the LRA code's base config uses 1,000 and its "TLB" config
-4,000: set ``config.data.seq_len``).
+Encoding (TFDS ``ByteTextEncoder``, as the official pipeline): byte ``b`` -> id ``b + 1``; 0 = padding; vocabulary
+257. Reviews are truncated to ``seq_len`` bytes and zero-padded to it; ``lengths`` counts the real bytes. Lengths in
+use: 4,096 (our default; S4 and most later papers), 4,000 (LRA's ``transformer_tlb_base.py``, the commonly quoted
+"4K"), 1,000 (LRA's ``text_classification/configs/base_tc_config.py``). Inputs come back as :class:`ByteSequences`,
+an array-like that pads rows when indexed, so a split costs its raw bytes in memory, not ``N x seq_len`` int32.
 
-Splits: test = the 25,000 test reviews. Validation: the official protocol (``official_protocol=True``) validates on
-the test split, as the LRA code does; by default 10% of the training reviews are held out instead, chosen by a
-permutation seeded with ``val_seed`` (0), and the rest train.
+Splits: ``test`` = the 25,000 test reviews. ``official_protocol=True``: the LRA code's protocol, where the test
+split is also the validation split and all 25,000 training reviews train. Default: ``val`` = ``val_fraction``
+(10%, i.e. 2,500) of the training reviews, chosen by ``np.random.default_rng(val_seed).permutation`` (seed 0), and
+``train`` = the other 22,500; both keep the corpus order.
+
+Cache: reading 25,000 + 25,000 files (or scanning the 84 MB archive) takes a while, so the stripped reviews of both
+parts are cached, once per source, as ``imdb-<key>.npz`` (one uint8 buffer + offsets + labels per part; no pickles)
+in ``cache_dir`` (default: the folder holding ``aclImdb/`` or the archive, i.e. ``data_dir``). ``<key>`` hashes the cache format and the source's fingerprint (the
+archive's size and modification time, or every review file's name, size and modification time), so editing the
+data invalidates it; every ``seq_len``, protocol and seed is served from the same cache. It is written to a
+temporary file and renamed into place, so an interrupted run never leaves a cache that looks complete. An
+unwritable ``cache_dir`` only costs a warning.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
+import re
 import tarfile
+import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 NUM_CLASSES, VOCAB_SIZE = 2, 257
+SPLITS = ("train", "val", "test")
+PARTS = ("train", "test")
+LABELS = (("neg", 0), ("pos", 1))
 ARCHIVE = "aclImdb_v1.tar.gz"
 URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+CACHE_VERSION = 1
+_MEMBER = re.compile(r"^(?:\./)?aclImdb/(train|test)/(pos|neg)/([^/]+\.txt)$")
+
+
+# ----------------------------------------------------------------------------------------------------- bytes
+
+@dataclasses.dataclass(frozen=True)
+class Documents:
+    """Byte strings stored back to back: document ``i`` is ``data[offsets[i]:offsets[i + 1]]``."""
+
+    data: np.ndarray  # uint8
+    offsets: np.ndarray  # int64 [N + 1]
+
+    @classmethod
+    def pack(cls, docs: list[bytes]) -> "Documents":
+        offsets = np.zeros(len(docs) + 1, np.int64)
+        np.cumsum([len(d) for d in docs], out=offsets[1:])
+        return cls(np.frombuffer(b"".join(docs), np.uint8).copy(), offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.data[self.offsets[i]:self.offsets[i + 1]].tobytes()
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+class ByteSequences:
+    """Documents ``docs[indices]`` as model inputs, built when indexed: int32 ``[n, seq_len]``, byte ``b`` -> id
+    ``b + 1``, truncated to ``seq_len`` and padded with 0. Supports ``len``, ``shape``, ``dtype``, indexing with an
+    int, a slice or an index array (what the batch pipeline does) and ``np.asarray``."""
+
+    def __init__(self, docs: Documents, seq_len: int, indices: np.ndarray | None = None):
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be positive, got {seq_len}")
+        self.docs, self.seq_len = docs, int(seq_len)
+        self.indices = np.arange(len(docs)) if indices is None else np.asarray(indices, np.int64)
+        self.shape = (len(self.indices), self.seq_len)
+        self.dtype, self.ndim = np.dtype(np.int32), 2
+        # one zero byte past the end, so the gather below never indexes out of range (even with no data at all)
+        self._padded = np.concatenate([docs.data, np.zeros(1, np.uint8)])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Real tokens per row (document length capped at ``seq_len``), int32 ``[n]``."""
+        return np.minimum(self.docs.lengths()[self.indices], self.seq_len).astype(np.int32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _rows(self, rows: np.ndarray) -> np.ndarray:
+        start = self.docs.offsets[rows]
+        n = np.minimum(self.docs.offsets[rows + 1] - start, self.seq_len)
+        pos = np.arange(self.seq_len)
+        real = pos[None, :] < n[:, None]
+        gather = np.where(real, start[:, None] + pos[None, :], len(self.docs.data))
+        return np.where(real, self._padded[gather].astype(np.int32) + 1, 0).astype(np.int32)
+
+    def __getitem__(self, idx):
+        single = np.ndim(idx) == 0 and not isinstance(idx, slice)
+        out = self._rows(self.indices[np.atleast_1d(idx) if single else idx])
+        return out[0] if single else out
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.zeros(self.shape, np.int32)
+        for a in range(0, len(self), 1024):  # in chunks: the gather indices of all rows at once would be 8 x larger
+            out[a:a + 1024] = self._rows(self.indices[a:a + 1024])
+        return out if dtype is None else out.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"ByteSequences(shape={self.shape}, dtype=int32)"
 
 
 def encode_bytes(texts: list[bytes], seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Byte ids (b + 1), truncated and zero-padded: ``([N, seq_len] int32, lengths [N])``."""
-    ids = np.zeros((len(texts), seq_len), np.int32)
-    lengths = np.zeros(len(texts), np.int32)
-    for i, t in enumerate(texts):
-        row = np.frombuffer(t[:seq_len], np.uint8).astype(np.int32) + 1
-        ids[i, :len(row)] = row
-        lengths[i] = len(row)
-    return ids, lengths
+    """Byte ids (``b + 1``), truncated and zero-padded, as plain arrays: ``([N, seq_len] int32, lengths [N])``."""
+    seqs = ByteSequences(Documents.pack(list(texts)), seq_len)
+    return np.asarray(seqs), seqs.lengths
+
+
+# ----------------------------------------------------------------------------------------------------- cache
+
+def writable(directory: Path) -> bool:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK)
+
+
+def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` to a temporary file beside ``path``, then ``os.replace``: readers see all of it or nothing."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is as readable as the data beside it
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def cached(path: Path, build, what: str) -> dict[str, np.ndarray]:
+    """The arrays in the ``.npz`` at ``path``; made by ``build()`` and saved there (atomically) if absent. A
+    directory that cannot be written only costs a warning and a rebuild next time."""
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:  # unreadable (e.g. a foreign file of the same name): rebuild it
+            warnings.warn(f"{what}: ignoring the unreadable cache {path} ({e}); rebuilding it", stacklevel=3)
+    arrays = build()
+    if writable(path.parent):
+        save_npz_atomic(path, arrays)
+    else:
+        warnings.warn(f"{what}: {path.parent} is not writable, so the parsed data are not cached; set "
+                      f"config.data.cache_dir to cache them elsewhere", stacklevel=3)
+    return arrays
+
+
+# ----------------------------------------------------------------------------------------------------- source
+
+def _order(name: str) -> tuple:
+    """Review order within a folder: by the numeric id of ``<id>_<rating>.txt``, then by name."""
+    head = name.split("_", 1)[0]
+    return (int(head), name) if head.isdigit() else (float("inf"), name)
 
 
 def find_source(data_dir) -> Path:
-    """The ``aclImdb`` folder under ``data_dir``, unpacking ``aclImdb_v1.tar.gz`` there first if needed."""
+    """The unpacked ``aclImdb`` folder or the ``aclImdb_v1.tar.gz`` archive for ``data_dir`` (a folder holding
+    either, the ``aclImdb`` folder itself or the archive's path); a FileNotFoundError naming what was looked for."""
     root = Path(data_dir).expanduser()
-    if (root / "aclImdb").is_dir():
-        return root / "aclImdb"
-    if root.name == "aclImdb" and root.is_dir():
-        return root
-    if (root / ARCHIVE).is_file():
-        with tarfile.open(root / ARCHIVE) as tar:
-            tar.extractall(root, filter="data")
-        return root / "aclImdb"
-    raise FileNotFoundError(f"no IMDB reviews under {root}: expected aclImdb/ or {ARCHIVE} there; download {URL}")
+    for candidate in (root / "aclImdb", root):
+        if candidate.name == "aclImdb" and candidate.is_dir():
+            return candidate
+    for candidate in (root / ARCHIVE, root):
+        if candidate.is_file() and candidate.name.endswith((".tar.gz", ".tgz", ".tar")):
+            return candidate
+    raise FileNotFoundError(
+        f"no IMDB reviews under {root}: looked for {root / 'aclImdb'}/ (the unpacked archive) and {root / ARCHIVE}; "
+        f"download {URL} into {root} (unpacking it is optional) or point config.data.data_dir at it")
 
 
-def read_reviews(folder: Path, part: str) -> tuple[list[bytes], np.ndarray]:
-    """Texts and labels of ``train`` or ``test`` (``unsup`` ignored)."""
-    texts, labels = [], []
-    for label, name in ((0, "neg"), (1, "pos")):
-        d = folder / part / name
-        if not d.is_dir():
-            raise FileNotFoundError(f"{d} is missing (expected aclImdb/{part}/{{neg,pos}}/*.txt)")
-        for f in sorted(d.glob("*.txt")):
-            texts.append(f.read_bytes().strip())
-            labels.append(label)
-    if not texts:
-        raise ValueError(f"{folder / part}: no reviews found")
-    return texts, np.asarray(labels, np.int32)
+def _folder_fingerprint(folder: Path) -> list:
+    entries = []
+    for part in PARTS:
+        for name, _ in LABELS:
+            d = folder / part / name
+            if not d.is_dir():
+                raise FileNotFoundError(f"{d} is missing: expected aclImdb/{part}/{name}/*.txt (the unpacked {ARCHIVE})")
+            with os.scandir(d) as it:
+                for e in it:
+                    if e.name.endswith(".txt"):
+                        st = e.stat()
+                        entries.append((part, name, e.name, st.st_size, st.st_mtime_ns))
+    return sorted(entries)
+
+
+def _read_folder(folder: Path) -> dict[str, tuple[list[bytes], list[int]]]:
+    out = {}
+    for part in PARTS:
+        texts, labels = [], []
+        for name, label in LABELS:
+            d = folder / part / name
+            files = sorted((p for p in d.iterdir() if p.name.endswith(".txt")), key=lambda p: _order(p.name))
+            if not files:
+                raise ValueError(f"{d}: no reviews (*.txt) found")
+            for p in files:
+                texts.append(p.read_bytes().strip())
+                labels.append(label)
+        out[part] = (texts, labels)
+    return out
+
+
+def _read_archive(archive: Path) -> dict[str, tuple[list[bytes], list[int]]]:
+    found: dict[tuple[str, str], list[tuple[str, bytes]]] = {(p, n): [] for p in PARTS for n, _ in LABELS}
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                m = _MEMBER.match(member.name)
+                if m is None or not member.isfile():
+                    continue  # train/unsup, vocabularies, URLs, README ...
+                f = tar.extractfile(member)
+                found[m.group(1), m.group(2)].append((m.group(3), f.read().strip()))
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise ValueError(f"{archive}: not a readable tar archive ({e}); download {URL} again") from e
+    out = {}
+    for part in PARTS:
+        texts, labels = [], []
+        for name, label in LABELS:
+            reviews = sorted(found[part, name], key=lambda r: _order(r[0]))
+            if not reviews:
+                raise ValueError(f"{archive}: no reviews under aclImdb/{part}/{name}/ (is this {ARCHIVE}?)")
+            texts += [t for _, t in reviews]
+            labels += [label] * len(reviews)
+        out[part] = (texts, labels)
+    return out
+
+
+_MEMO: dict[str, dict[str, tuple[Documents, np.ndarray]]] = {}
+
+
+def load_reviews(data_dir, *, cache_dir=None, cache: bool = True) -> dict[str, tuple[Documents, np.ndarray]]:
+    """``{"train": (reviews, labels), "test": (reviews, labels)}``: stripped review bytes and int32 labels, read
+    from the archive or folder once, then from the cache (see the module docstring)."""
+    source = find_source(data_dir)
+    if source.is_dir():
+        fingerprint = ["folder", _folder_fingerprint(source)]
+    else:
+        st = source.stat()
+        fingerprint = ["archive", source.name, st.st_size, st.st_mtime_ns]
+    key = hashlib.sha256(repr([CACHE_VERSION, fingerprint]).encode()).hexdigest()[:16]
+    if key in _MEMO:
+        return _MEMO[key]
+
+    def build():
+        parts = _read_folder(source) if source.is_dir() else _read_archive(source)
+        arrays = {}
+        for part, (texts, labels) in parts.items():
+            docs = Documents.pack(texts)
+            arrays.update({f"{part}_data": docs.data, f"{part}_offsets": docs.offsets,
+                           f"{part}_labels": np.asarray(labels, np.int32)})
+        return arrays
+
+    if cache:
+        where = Path(cache_dir).expanduser() if cache_dir else source.parent  # beside aclImdb/ or the archive
+        arrays = cached(where / f"imdb-{key}.npz", build, "IMDB")
+    else:
+        arrays = build()
+    result = {part: (Documents(arrays[f"{part}_data"], arrays[f"{part}_offsets"]), arrays[f"{part}_labels"])
+              for part in PARTS}
+    _MEMO.clear()  # keep only the latest corpus in memory
+    _MEMO[key] = result
+    return result
+
+
+def validation_indices(n: int, val_fraction: float, val_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices of a seeded hold-out of ``round(n * val_fraction)`` (at least 1) examples, each sorted."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"config.data.val_fraction must be in (0, 1), got {val_fraction}")
+    n_val = max(1, int(round(n * val_fraction)))
+    if n_val >= n:
+        raise ValueError(f"val_fraction {val_fraction} of {n} training reviews leaves none to train on")
+    perm = np.random.default_rng(val_seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
 def load_split(data_dir, split: str, *, seq_len: int = 4096, official_protocol: bool = False,
-               val_fraction: float = 0.1, val_seed: int = 0) -> dict[str, np.ndarray]:
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"unknown split {split!r}; expected train, val or test")
-    folder = find_source(data_dir)
+               val_fraction: float = 0.1, val_seed: int = 0, cache_dir=None, cache: bool = True) -> dict:
+    """One split: ``inputs`` (:class:`ByteSequences`, int32 ``[N, seq_len]`` when indexed), ``lengths``, ``labels``."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    corpus = load_reviews(data_dir, cache_dir=cache_dir, cache=cache)
     if split == "test" or (split == "val" and official_protocol):
-        texts, labels = read_reviews(folder, "test")
+        docs, labels = corpus["test"]
+        indices = np.arange(len(docs))
     else:
-        texts, labels = read_reviews(folder, "train")
+        docs, labels = corpus["train"]
+        indices = np.arange(len(docs))
         if not official_protocol:
-            perm = np.random.default_rng(val_seed).permutation(len(texts))
-            n_val = max(1, int(round(len(texts) * val_fraction)))
-            keep = np.sort(perm[:n_val] if split == "val" else perm[n_val:])
-            texts, labels = [texts[i] for i in keep], labels[keep]
-    inputs, lengths = encode_bytes(texts, seq_len)
-    return {"inputs": inputs, "lengths": lengths, "labels": labels}
+            train, val = validation_indices(len(docs), val_fraction, val_seed)
+            indices = val if split == "val" else train
+    inputs = ByteSequences(docs, seq_len, indices)
+    return {"inputs": inputs, "lengths": inputs.lengths, "labels": labels[indices]}
