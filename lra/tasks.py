@@ -30,6 +30,9 @@ class TaskSpec:
     paired: bool = False
     # continuous pixel inputs: the input values of intensities 0 and 255 (pretraining's 256-class targets)
     pixel_range: tuple[float, float] | None = None
+    # where the data come from: the folder or archive the loader reads (generating the set first if the config says
+    # so); ``python -m lra.data.prepare`` records it in its manifest
+    source: Callable[[], object] | None = None
 
     @property
     def input_keys(self) -> tuple[str, ...]:
@@ -54,7 +57,7 @@ def _listops(data) -> TaskSpec:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         return listops.load_split(directory(), split, data.seq_len)
 
-    return TaskSpec("listops", data.seq_len, 10, listops.VOCAB_SIZE, load)
+    return TaskSpec("listops", data.seq_len, 10, listops.VOCAB_SIZE, load, source=directory)
 
 
 def _split_checked(load):
@@ -71,7 +74,8 @@ def _text(data) -> TaskSpec:
     return TaskSpec("text", data.seq_len, text.NUM_CLASSES, text.VOCAB_SIZE, _split_checked(
         lambda split: text.load_split(data.data_dir, split, seq_len=data.seq_len,
                                       official_protocol=data.official_protocol, val_fraction=data.val_fraction,
-                                      val_seed=data.val_seed, cache_dir=data.cache_dir or None)))
+                                      val_seed=data.val_seed, cache_dir=data.cache_dir or None)),
+        source=lambda: text.find_source(data.data_dir))
 
 
 def _retrieval(data) -> TaskSpec:
@@ -80,16 +84,42 @@ def _retrieval(data) -> TaskSpec:
     return TaskSpec("retrieval", data.seq_len, retrieval.NUM_CLASSES, retrieval.VOCAB_SIZE, _split_checked(
         lambda split: retrieval.load_split(data.data_dir, split, seq_len=data.seq_len,
                                            decode_literals=data.decode_literals, cache_dir=data.cache_dir or None)),
-        paired=True)
+        paired=True, source=lambda: retrieval.find_release_dir(data.data_dir))
 
 
 def _image(data) -> TaskSpec:
     """Grayscale CIFAR-10 (lra/data/image.py): 256 tokens or one normalised channel (``data.tokenize``)."""
     from lra.data import image
     load = _split_checked(lambda split: image.load_split(data.data_dir, split, tokenize=data.tokenize))
+    source = lambda: image.find_source(data.data_dir)[1]  # noqa: E731
     if data.tokenize:
-        return TaskSpec("image", image.SEQ_LEN, image.NUM_CLASSES, image.VOCAB_SIZE, load)
-    return TaskSpec("image", image.SEQ_LEN, image.NUM_CLASSES, None, load, pixel_range=image.PIXEL_RANGE)
+        return TaskSpec("image", image.SEQ_LEN, image.NUM_CLASSES, image.VOCAB_SIZE, load, source=source)
+    return TaskSpec("image", image.SEQ_LEN, image.NUM_CLASSES, None, load, pixel_range=image.PIXEL_RANGE,
+                    source=source)
+
+
+def _pathfinder(data, name: str = "pathfinder") -> TaskSpec:
+    """Pathfinder (pathfinder32 by default) and Path-X (pathfinder128): one builder, ``data.resolution`` decides."""
+    from lra.data import pathfinder
+
+    def directory():
+        if data.source == "generate":
+            return pathfinder.ensure_generated(
+                data.data_dir, resolution=data.resolution, difficulty=data.difficulty, num_images=data.num_images,
+                seed=data.generator_seed, workers=data.workers,
+                num_distractor_snakes=None if data.num_distractor_snakes < 0 else data.num_distractor_snakes)
+        if data.source == "release":
+            return pathfinder.find_dir(data.data_dir, data.resolution, data.difficulty)
+        raise ValueError(f"config.data.source must be 'generate' or 'release', got {data.source!r}")
+
+    load = _split_checked(lambda split: pathfinder.load_split(
+        directory(), split, data.resolution, tokenize=data.tokenize, center=data.center, split_seed=data.split_seed,
+        workers=data.workers, cache_dir=data.cache_dir or None))
+    seq_len = data.resolution ** 2
+    if data.tokenize:
+        return TaskSpec(name, seq_len, pathfinder.NUM_CLASSES, pathfinder.VOCAB_SIZE, load, source=directory)
+    return TaskSpec(name, seq_len, pathfinder.NUM_CLASSES, None, load, pixel_range=pathfinder.pixel_range(data.center),
+                    source=directory)
 
 
 TASKS: dict[str, Callable] = {
@@ -97,6 +127,8 @@ TASKS: dict[str, Callable] = {
     "text": _text,
     "retrieval": _retrieval,
     "image": _image,
+    "pathfinder": _pathfinder,
+    "pathx": lambda data: _pathfinder(data, "pathx"),
 }
 
 
