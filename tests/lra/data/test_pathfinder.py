@@ -1,5 +1,6 @@
 """Pathfinder: the release layout read exactly (text and np.save metadata), clear errors, the split, the inputs; the
 generator reproducible across worker counts, faithful (curvature limit, labels, parameters) and read back."""
+import json
 import math
 import shutil
 import subprocess
@@ -416,17 +417,20 @@ def test_tasks_registry_and_release_error(tmp_path):
     assert (tasks.get_task(c).seq_len, tasks.get_task(c).vocab_size) == (1024, 256)
 
 
-def test_train_cli_end_to_end_on_a_tiny_generated_set(tmp_path):
+@pytest.mark.parametrize("config,images", [("lra_pathfinder.py:transformer,small", 40), ("lra_pathx.py:s4,small", 20)])
+def test_train_cli_end_to_end_on_a_tiny_generated_set(tmp_path, config, images):
+    """Pathfinder (1,024 pixel tokens) and Path-X (16,384 continuous pixels through S4): generate, train, evaluate."""
     workdir = tmp_path / "wd"
     proc = subprocess.run(
-        [sys.executable, "train.py", "--config=configs/lra_pathfinder.py:transformer,small", f"--workdir={workdir}",
-         f"--config.data.data_dir={tmp_path / 'data'}", "--config.data.num_images=40", "--config.data.workers=1",
-         "--config.num_train_steps=2", "--config.eval_every=2", "--config.checkpoint_every=2",
-         "--config.batch_size=8", "--config.eval_batch_size=8", "--config.model.num_layers=1",
-         "--config.progress_bar=False"],
+        [sys.executable, "train.py", f"--config=configs/{config}", f"--workdir={workdir}",
+         f"--config.data.data_dir={tmp_path / 'data'}", f"--config.data.num_images={images}",
+         "--config.data.workers=1", "--config.num_train_steps=2", "--config.eval_every=2",
+         "--config.checkpoint_every=2", "--config.batch_size=4", "--config.eval_batch_size=4",
+         "--config.model.num_layers=1", "--config.progress_bar=False"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (workdir / "final_eval.json").is_file()
+    final = json.loads((workdir / "final_eval.json").read_text())
+    assert final["test_count"] == images // 10 and 0.0 <= final["test_accuracy"] <= 1.0
 
 
 def test_sample_grid_picture(release, tmp_path):
@@ -435,7 +439,8 @@ def test_sample_grid_picture(release, tmp_path):
 
     out = ps.main(["--resolutions", "32", "128", "--per_row", "3", "--tile", "64", "--out", str(tmp_path / "g.png")])
     with Image.open(out) as im:
-        assert im.mode == "L" and im.size == (ps.HEADER + 3 * (64 + ps.GAP) + ps.GAP, 2 * (64 + ps.CAPTION + ps.GAP) + ps.GAP)
+        width, height = ps.HEADER + 3 * (64 + ps.GAP) + ps.GAP, 2 * (64 + ps.CAPTION + ps.GAP) + ps.GAP
+        assert im.mode == "L" and im.size == (width, height)
         tile = np.asarray(im)[ps.GAP:ps.GAP + 64, ps.HEADER + ps.GAP:ps.HEADER + ps.GAP + 64]
     p = gen.params_for(32, "hard")
     first = gen.render(p, gen.image_rng(0, p, 0)).image
