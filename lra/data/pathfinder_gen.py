@@ -188,7 +188,7 @@ class Kit:
         deg = np.arange(0, 360, 360.0 / (2 * radius * np.pi)) * np.pi / 180
         disp = np.floor(np.stack([radius * np.sin(deg), radius * np.cos(deg)], 1)).astype(np.int64)
         self.cand = np.unique(disp, axis=0)
-        self.n = n = len(self.cand)
+        self.n = len(self.cand)
         self.cand_y, self.cand_x = self.cand[:, 0].copy(), self.cand[:, 1].copy()
         self.cand_angle = np.arctan2(self.cand_y, self.cand_x)
         self.reach = int(np.abs(self.cand).max())  # a pivot this far inside has every candidate in the image
@@ -417,7 +417,7 @@ class _Renderer:
         attempt (in slot order) to succeed is returned, which has the law of PF's first success. Returns the two
         :class:`Contour`, the occupancy map (flat, all dashes) and the successful attempt's slot, or None if every
         attempt failed."""
-        k, WW = self.kit, self.kit.W * self.kit.W
+        WW = self.kit.W * self.kit.W
         slots, seeds = self.seed_pairs(batch)
         A = slots.size
         if A == 0:

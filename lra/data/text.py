@@ -22,11 +22,11 @@ split is also the validation split and all 25,000 training reviews train. Defaul
 
 Cache: reading 25,000 + 25,000 files (or scanning the 84 MB archive) takes a while, so the stripped reviews of both
 parts are cached, once per source, as ``imdb-<key>.npz`` (one uint8 buffer + offsets + labels per part; no pickles)
-in ``cache_dir`` (default: the folder holding ``aclImdb/`` or the archive, i.e. ``data_dir``). ``<key>`` hashes
-the cache format and the source's fingerprint (the archive's size and modification time, or every review file's name, size and modification time), so editing the
-data invalidates it; every ``seq_len``, protocol and seed is served from the same cache. It is written to a
-temporary file and renamed into place, so an interrupted run never leaves a cache that looks complete. An
-unwritable ``cache_dir`` only costs a warning.
+in ``cache_dir`` (default: the folder holding ``aclImdb/`` or the archive, i.e. ``data_dir``). ``<key>`` hashes the
+cache format and the source's fingerprint (the archive's size and modification time, or every review file's name,
+size and modification time), so editing the data invalidates it; every ``seq_len``, protocol and seed is served from
+the same cache. It is written to a temporary file and renamed into place, so an interrupted run never leaves a cache
+that looks complete. An unwritable ``cache_dir`` only costs a warning.
 """
 from __future__ import annotations
 

@@ -2,12 +2,9 @@
 restricted unpickler refuses foreign pickles, TF's grayscale formula, the official splits, tokens or normalised
 values, clear errors, and one short training run through train.py."""
 import io
-import json
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -18,17 +15,12 @@ from PIL import Image
 from configs import lra_image, models
 from lra import tasks
 from lra.data import image
+from tests.lra.data.helpers import train_tiny
 
 REPO = Path(__file__).resolve().parents[3]
 ORIG = REPO.parent / "shared" / "fixtures" / "originals"
 BIN, PY = ORIG / "cifar-10-batches-bin", ORIG / "cifar-10-batches-py"
 
-
-@pytest.fixture(autouse=True)
-def _fixtures_untouched():
-    before = sorted(ORIG.rglob("*"))
-    yield
-    assert sorted(ORIG.rglob("*")) == before
 
 
 def py_only(tmp_path) -> Path:
@@ -196,13 +188,5 @@ def test_task_spec_from_the_config(tokenize):
 
 def test_train_cli_runs_on_the_fixture_with_continuous_pixels(tmp_path):
     shutil.copytree(BIN, tmp_path / "data" / BIN.name)
-    proc = subprocess.run(
-        [sys.executable, "train.py", "--config=configs/lra_image.py:transformer,small", f"--workdir={tmp_path / 'wd'}",
-         f"--config.data.data_dir={tmp_path / 'data'}", "--config.data.tokenize=False", "--config.batch_size=2",
-         "--config.eval_batch_size=2", "--config.num_train_steps=2", "--config.eval_every=2",
-         "--config.checkpoint_every=2", "--config.log_every=1", "--config.model.d_model=16",
-         "--config.model.num_layers=1", "--config.progress_bar=False"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    final = json.loads((tmp_path / "wd" / "final_eval.json").read_text())
+    final = train_tiny("lra_image.py:transformer,small", tmp_path / "wd", tmp_path / "data", data__tokenize=False)
     assert final["step"] == 2 and final["test_count"] == 2 and final["val_count"] == 1

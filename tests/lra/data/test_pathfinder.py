@@ -1,10 +1,7 @@
 """Pathfinder: the release layout read exactly (text and np.save metadata), clear errors, the split, the inputs; the
 generator reproducible across worker counts, faithful (curvature limit, labels, parameters) and read back."""
-import json
 import math
 import shutil
-import subprocess
-import sys
 import warnings
 from collections import deque
 from pathlib import Path
@@ -15,6 +12,7 @@ from PIL import Image
 
 from lra.data import pathfinder as pf
 from lra.data import pathfinder_gen as gen
+from tests.lra.data.helpers import train_tiny
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -420,16 +418,8 @@ def test_tasks_registry_and_release_error(tmp_path):
 @pytest.mark.parametrize("config,images", [("lra_pathfinder.py:transformer,small", 40), ("lra_pathx.py:s4,small", 20)])
 def test_train_cli_end_to_end_on_a_tiny_generated_set(tmp_path, config, images):
     """Pathfinder (1,024 pixel tokens) and Path-X (16,384 continuous pixels through S4): generate, train, evaluate."""
-    workdir = tmp_path / "wd"
-    proc = subprocess.run(
-        [sys.executable, "train.py", f"--config=configs/{config}", f"--workdir={workdir}",
-         f"--config.data.data_dir={tmp_path / 'data'}", f"--config.data.num_images={images}",
-         "--config.data.workers=1", "--config.num_train_steps=2", "--config.eval_every=2",
-         "--config.checkpoint_every=2", "--config.batch_size=4", "--config.eval_batch_size=4",
-         "--config.model.num_layers=1", "--config.progress_bar=False"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    final = json.loads((workdir / "final_eval.json").read_text())
+    final = train_tiny(config, tmp_path / "wd", tmp_path / "data", data__num_images=images, data__workers=1,
+                       batch_size=4, eval_batch_size=4)
     assert final["test_count"] == images // 10 and 0.0 <= final["test_accuracy"] <= 1.0
 
 

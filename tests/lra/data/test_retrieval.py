@@ -1,9 +1,6 @@
 """LRA Retrieval (AAN pairs): the release's TSV format read exactly, bytes literals decoded without eval, labels,
 errors naming file and line, release layouts, the cache, and one short training run through train.py."""
-import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +9,7 @@ import pytest
 from configs import lra_retrieval, models
 from lra import tasks
 from lra.data import retrieval
+from tests.lra.data.helpers import train_tiny
 
 REPO = Path(__file__).resolve().parents[3]
 FIX = REPO.parent / "shared" / "fixtures"
@@ -23,13 +21,6 @@ ALIGN = b"Statistical alignment models\nAbstract\nThis paper compares word align
 TREEBANK = b"A corpus of parsed sentences\nAbstract\nThe treebank's annotation guidelines are summarised here."
 CRF = b"Conditional random fields for tagging\nAbstract\nA CRF tagger is compared with \\ escaped paths."
 
-
-@pytest.fixture(autouse=True)
-def _fixtures_untouched():
-    """No test may write (e.g. a cache) into the shared fixtures."""
-    before = sorted(RELEASE.rglob("*"))
-    yield
-    assert sorted(RELEASE.rglob("*")) == before
 
 
 @pytest.fixture
@@ -160,13 +151,5 @@ def test_task_spec_is_paired(release):
 
 def test_train_cli_runs_on_the_fixture(release):
     wd = release.parent.parent / "wd"
-    proc = subprocess.run(
-        [sys.executable, "train.py", "--config=configs/lra_retrieval.py:transformer,small", f"--workdir={wd}",
-         f"--config.data.data_dir={release.parent}", "--config.data.seq_len=64", "--config.batch_size=2",
-         "--config.eval_batch_size=2", "--config.num_train_steps=2", "--config.eval_every=2",
-         "--config.checkpoint_every=2", "--config.log_every=1", "--config.model.d_model=16",
-         "--config.model.num_layers=1", "--config.progress_bar=False"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    final = json.loads((wd / "final_eval.json").read_text())
+    final = train_tiny("lra_retrieval.py:transformer,small", wd, release.parent, data__seq_len=64)
     assert final["step"] == 2 and final["test_count"] == 2 and final["val_count"] == 2

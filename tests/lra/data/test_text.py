@@ -1,9 +1,6 @@
 """LRA Text (IMDB bytes): the original archive read exactly (folder or tar.gz), byte ids, splits, the cache, clear
 errors, and one short training run through train.py on the fixture."""
-import json
 import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -13,6 +10,7 @@ import pytest
 from configs import lra_text, models
 from lra import tasks
 from lra.data import text
+from tests.lra.data.helpers import train_tiny
 
 REPO = Path(__file__).resolve().parents[3]
 ORIG = REPO.parent / "shared" / "fixtures" / "originals"
@@ -26,13 +24,6 @@ POS_1 = b"Warm, funny and a little odd. The caf\xc3\xa9 scenes are the best part
 TEST_NEG_1 = b"I wanted to like it, but it's a mess."
 TEST_POS_0 = b"Brilliant. Every frame is composed with care; the score is lovely."
 
-
-@pytest.fixture(autouse=True)
-def _fixtures_untouched():
-    """No test may write (e.g. a cache) into the shared fixtures."""
-    before = sorted(p for p in ORIG.rglob("*"))
-    yield
-    assert sorted(p for p in ORIG.rglob("*")) == before
 
 
 @pytest.fixture
@@ -197,13 +188,6 @@ def test_task_spec_from_the_config(imdb):
 
 
 def test_train_cli_runs_on_the_fixture(imdb):
-    proc = subprocess.run(
-        [sys.executable, "train.py", "--config=configs/lra_text.py:transformer,small", f"--workdir={imdb / 'wd'}",
-         f"--config.data.data_dir={imdb}", "--config.batch_size=2", "--config.eval_batch_size=2",
-         "--config.num_train_steps=2", "--config.eval_every=2", "--config.checkpoint_every=2", "--config.log_every=1",
-         "--config.model.d_model=16", "--config.model.num_layers=1", "--config.progress_bar=False"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    final = json.loads((imdb / "wd" / "final_eval.json").read_text())
+    final = train_tiny("lra_text.py:transformer,small", imdb / "wd", imdb)
     assert final["step"] == 2 and final["test_count"] == 2 and final["val_count"] == 1
     assert list(imdb.glob("imdb-*.npz"))  # the run cached the parsed reviews beside the data
