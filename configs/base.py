@@ -48,27 +48,37 @@ def get_config() -> ml_collections.ConfigDict:
     return c
 
 
+def load_file(spec: str):
+    """``FILE[:ARG]`` (as ``--config=`` takes it) -> the config its ``get_config(ARG)`` returns; FileNotFoundError
+    naming the file if there is none."""
+    import importlib.util
+    from pathlib import Path
+
+    path, _, arg = spec.partition(":")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"config file {path!r} not found")
+    module_spec = importlib.util.spec_from_file_location("_config_file", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
 def check_overrides(argv) -> None:
     """Fail fast, with the key named, on a ``--config.<key>=...`` override the config does not have.
 
     ``config_flags`` refuses such keys too (the config is locked) but only with a bare ``AttributeError`` from deep
     inside flag parsing; this check runs first and says which key and which config.
     """
-    import importlib.util
     import sys
-    from pathlib import Path
 
     spec_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
     overrides = [a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")]
     if spec_arg is None or not overrides:
         return
-    path, _, arg = spec_arg.partition(":")
-    if not Path(path).is_file():
-        sys.exit(f"error: config file {path!r} not found")
-    module_spec = importlib.util.spec_from_file_location("_config_under_check", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
+    try:
+        config = load_file(spec_arg)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
     for key in overrides:
         node = config
         parts = key.split(".")

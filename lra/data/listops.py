@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lra.data.files import publish_dir, write_text_atomic
+
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 VOCAB = ("<pad>",) + tuple(str(d) for d in range(10)) + OPERATORS + ("]", "<mask>")
 TOKEN_ID = {tok: i for i, tok in enumerate(VOCAB)}
@@ -142,10 +144,7 @@ def write_tsv(path: str | os.PathLike, rows) -> None:
     writer = csv.writer(buf, delimiter="\t")  # excel dialect: \r\n line ends
     writer.writerow(HEADER)
     writer.writerows(rows)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    write_text_atomic(path, buf.getvalue())
 
 
 def read_tsv(path: str | os.PathLike) -> list[tuple[str, int]]:
@@ -256,12 +255,7 @@ def ensure_generated(data_dir: str | os.PathLike, *, seed: int = 0, num_train: i
         (tmp / "manifest.json").write_text(json.dumps(
             {"source": "lra.data.listops.generate (LRA ListOps generator, first-occurrence dedup)", "params": params,
              "vocab": list(VOCAB), "sha256": files}, indent=2) + "\n")
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished the same set first: keep its copy
-            if not manifest.is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_dir(tmp, final)  # if another process finished the same set first, its copy is kept
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from lra.data import pathfinder_gen as gen
+from lra.data.files import atomic_write, publish_dir, writable, write_text_atomic
 
 URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
 NUM_CLASSES, VOCAB_SIZE = 2, 256
@@ -182,14 +183,6 @@ def _cache_key(directory: Path, resolution: int) -> str:
     return h.hexdigest()[:16]
 
 
-def _writable(d: Path) -> bool:
-    try:
-        d.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(d, os.W_OK)
-
-
 _MEMO: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -229,7 +222,7 @@ def load_examples(directory, resolution: int, *, workers: int = 0, cache_dir=Non
     kept = np.asarray(kept, np.int64)
     labels = np.asarray([items[i][1] for i in kept], np.int32)
     workers = workers or default_workers()
-    use_cache = _writable(cache_dir)
+    use_cache = writable(cache_dir)
     if not use_cache:
         warnings.warn(f"Pathfinder: {cache_dir} is not writable, so decoded images are not cached; set "
                       f"config.data.cache_dir to cache them elsewhere", stacklevel=2)
@@ -262,7 +255,7 @@ def load_examples(directory, resolution: int, *, workers: int = 0, cache_dir=Non
                             images[s:s + len(arr)] = arr
                         bar.update(futures[fut])
         if use_cache:
-            _atomic_save(kept_file, kept)
+            atomic_write(kept_file, lambda f: np.save(f, kept))
             os.replace(tmp, cache)
             tmp = None
             images = np.load(cache, mmap_mode="r")
@@ -278,18 +271,6 @@ def _warn_empty(directory: Path, items, empty) -> None:
         shown = ", ".join(items[i][0] for i in empty[:3]) + (", ..." if len(empty) > 3 else "")
         warnings.warn(f"Pathfinder: skipped {len(empty)} empty PNG file(s) under {directory} ({shown})",
                       stacklevel=3)
-
-
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def split_indices(n: int, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
@@ -418,8 +399,8 @@ def write_set(out_dir, p: gen.Params, num_images: int, *, seed: int = 0, workers
         if entry["left"] == 0:
             order = sorted(entry["rows"])
             digest = hashlib.sha256("".join(entry["digests"][i] for i in order).encode()).hexdigest()
-            _atomic_write(out / "digests" / f"{k}.sha256", digest + "\n")
-            _atomic_write(out / "metadata" / f"{k}.npy", "".join(entry["rows"][i] + "\n" for i in order))
+            write_text_atomic(out / "digests" / f"{k}.sha256", digest + "\n")
+            write_text_atomic(out / "metadata" / f"{k}.npy", "".join(entry["rows"][i] + "\n" for i in order))
             digests[f"{k}.npy"] = digest
             del pending[k]
 
@@ -439,18 +420,6 @@ def write_set(out_dir, p: gen.Params, num_images: int, *, seed: int = 0, workers
                     collect(k, s, rows, sums)
                     bar.update(e - s)
     return {name: digests[name] for name in sorted(digests, key=lambda n: int(n.split(".")[0]))}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def generated_root(data_dir, *, seed: int, num_images: int, num_distractor_snakes: int | None = None) -> Path:
@@ -489,20 +458,15 @@ def ensure_generated(data_dir, *, resolution: int = 32, difficulty: str = "hard"
     if stamp.is_file() and stamp.read_text() != wanted:  # an interrupted run with other parameters
         shutil.rmtree(work)
         work.mkdir(parents=True)
-    _atomic_write(stamp, wanted)
+    write_text_atomic(stamp, wanted)
     digests = write_set(work, p, num_images, seed=seed, workers=workers, images_per_dir=images_per_dir,
                         progress=progress)
     stamp.unlink(missing_ok=True)
     shutil.rmtree(work / "digests", ignore_errors=True)  # the manifest holds them now
-    _atomic_write(work / "manifest.json", json.dumps(
+    write_text_atomic(work / "manifest.json", json.dumps(
         {"source": "lra.data.pathfinder_gen (Pathfinder generator reimplemented, see its docstring)",
          "params": params, "sha256_of_image_sha256s": digests}, indent=2) + "\n")
-    try:
-        os.rename(work, final)
-    except OSError:  # another process finished the same set first: keep its copy
-        if not manifest.is_file():
-            raise
-        shutil.rmtree(work, ignore_errors=True)
+    publish_dir(work, final)
     return final
 
 

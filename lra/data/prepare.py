@@ -28,15 +28,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from lra.data.files import write_text_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = {"listops": "lra_listops.py", "text": "lra_text.py", "retrieval": "lra_retrieval.py",
@@ -47,13 +46,9 @@ CHUNK = 1024  # examples hashed at a time: a Path-X split is never materialised 
 
 def load_config(spec: str):
     """``FILE[:ARG]`` -> the config its ``get_config(ARG)`` returns (unlocked, for overrides)."""
-    path, _, arg = spec.partition(":")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"config file {path!r} not found")
-    module_spec = importlib.util.spec_from_file_location("_prepare_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg) if arg else module.get_config()
+    from configs import base
+
+    config = base.load_file(spec)
     config.unlock()
     return config
 
@@ -115,21 +110,6 @@ def split_summary(arrays: dict, progress: bool = False, desc: str = "") -> dict:
             "sha256": h.hexdigest()}
 
 
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def prepare(config, *, config_file: str = "", verify: bool = False, progress: bool = True) -> Path:
     """Generate / convert / cache ``config``'s task and write its manifest; returns the manifest's path."""
     from lra import tasks
@@ -154,13 +134,14 @@ def prepare(config, *, config_file: str = "", verify: bool = False, progress: bo
     generator = None
     if source is not None and source.is_dir() and (source / "manifest.json").is_file():
         generator = json.loads((source / "manifest.json").read_text())
-    _atomic_json(manifest_path, {
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(manifest_path, json.dumps({
         "version": MANIFEST_VERSION, "task": spec.name, "config_file": config_file,
         "data": config.data.to_dict(), "source": str(source.resolve()) if source else None,
         "generator": generator, "seq_len": spec.seq_len, "num_classes": spec.num_classes,
         "vocab_size": spec.vocab_size, "paired": spec.paired, "splits": splits,
         "prepared_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "seconds_to_check": round(time.perf_counter() - t0, 1)})
+        "seconds_to_check": round(time.perf_counter() - t0, 1)}, indent=2) + "\n")
     return manifest_path
 
 

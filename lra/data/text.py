@@ -35,11 +35,12 @@ import hashlib
 import os
 import re
 import tarfile
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from lra.data.files import atomic_write, writable
 
 NUM_CLASSES, VOCAB_SIZE = 2, 257
 SPLITS = ("train", "val", "test")
@@ -130,28 +131,6 @@ def encode_bytes(texts: list[bytes], seq_len: int) -> tuple[np.ndarray, np.ndarr
 
 # ----------------------------------------------------------------------------------------------------- cache
 
-def writable(directory: Path) -> bool:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False
-    return os.access(directory, os.W_OK)
-
-
-def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` to a temporary file beside ``path``, then ``os.replace``: readers see all of it or nothing."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a cache is as readable as the data beside it
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def cached(path: Path, build, what: str) -> dict[str, np.ndarray]:
     """The arrays in the ``.npz`` at ``path``; made by ``build()`` and saved there (atomically) if absent. A
     directory that cannot be written only costs a warning and a rebuild next time."""
@@ -163,7 +142,7 @@ def cached(path: Path, build, what: str) -> dict[str, np.ndarray]:
             warnings.warn(f"{what}: ignoring the unreadable cache {path} ({e}); rebuilding it", stacklevel=3)
     arrays = build()
     if writable(path.parent):
-        save_npz_atomic(path, arrays)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     else:
         warnings.warn(f"{what}: {path.parent} is not writable, so the parsed data are not cached; set "
                       f"config.data.cache_dir to cache them elsewhere", stacklevel=3)
