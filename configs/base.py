@@ -29,6 +29,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.log_every = 50
     c.eval_every = 500
     c.checkpoint_every = 500
+    c.keep_checkpoints = 2  # latest checkpoints kept (>= 2: a damaged newest one falls back to the one before)
+    c.max_nonfinite_steps = 10  # stop after this many consecutive steps with a non-finite loss or gradient
     c.progress_bar = True
 
     c.optimizer = ml_collections.ConfigDict()

@@ -1,5 +1,5 @@
 """``train.py`` for the multi-process test: the same command line, but the run dies right after its step-``N``
-``latest`` checkpoint when ``LRA_TEST_DIE_AFTER=N`` is set (a preemption at a known point)."""
+checkpoint when ``LRA_TEST_DIE_AFTER=N`` is set (a preemption at a known point)."""
 import os
 import sys
 
@@ -13,9 +13,9 @@ die_after = int(os.environ.get("LRA_TEST_DIE_AFTER", "0"))
 real_save = trainer.save_checkpoint
 
 
-def save_then_die(manager, state, meta):
-    real_save(manager, state, meta)
-    if die_after and int(state.step) == die_after and "latest" in str(manager.directory):
+def save_then_die(manager, state, meta, score=None):
+    real_save(manager, state, meta, score)
+    if die_after and int(state.step) == die_after:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("checkpoint written")  # every process has finished the save
         os._exit(17)  # the first to exit may take the other down (abort) before its own exit: both count

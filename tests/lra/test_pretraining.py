@@ -36,12 +36,8 @@ def _finetune_state(config):
 
 
 def _best_pretrained(workdir):
-    import orbax.checkpoint as ocp
-    d = workdir / "checkpoints" / "best"
-    m = ocp.CheckpointManager(d.absolute(), item_names=("state", "meta"),
-                              options=ocp.CheckpointManagerOptions(create=False))
-    return m.restore(m.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore(),
-                                                             meta=ocp.args.JsonRestore()))["state"]
+    from lra import checkpoints
+    return checkpoints.restore_raw(workdir / "checkpoints")[0]
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +125,9 @@ def test_interrupted_two_phase_run_resumes_in_the_right_phase(monkeypatch, tmp_p
         phases.append(wd.name)
         return real_train(cfg, wd)
 
-    def save_then_die(manager, state, meta):  # die in the finetuning phase, after its step-4 checkpoint
-        real_save(manager, state, meta)
-        if "finetune" in str(manager.directory) and "latest" in str(manager.directory) and int(state.step) == 4:
+    def save_then_die(manager, state, meta, score=None):  # die in the finetuning phase, after its step-4 checkpoint
+        real_save(manager, state, meta, score)
+        if "finetune" in str(manager.directory) and int(state.step) == 4:
             raise Interrupt()
 
     monkeypatch.setattr(trainer, "train_and_evaluate", tracking_train)

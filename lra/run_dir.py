@@ -1,0 +1,159 @@
+"""The run directory's bookkeeping: the resolved ``config.json`` (a rerun with another config is refused) and the
+lock that keeps one run per workdir.
+
+**Lock** (``<workdir>/run.lock``): process 0 of a run holds an exclusive ``flock`` on it for the run's life and
+writes who holds it (host, pid, start time). A second run on the same workdir is refused with a message naming the
+holder. The operating system drops the lock when its process dies, so a lock file left by a killed run is not held
+by anyone: the next run takes it over and says so. (On file systems without ``flock`` the holder's pid is checked
+instead, on the same host.)
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+
+# Fields that do not change what a run computes: a resumed run may change them (config.json records the new value).
+RUN_INDEPENDENT = ("progress_bar", "max_nonfinite_steps")
+
+
+class WorkdirLocked(RuntimeError):
+    """Another live run holds the workdir."""
+
+
+def config_to_dict(config) -> dict:
+    return json.loads(config.to_json_best_effort()) if isinstance(config, ml_collections.ConfigDict) else config
+
+
+def flatten(d, prefix="") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def has_checkpoint(workdir: Path) -> bool:
+    d = Path(workdir) / "checkpoints"
+    return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
+
+def write_config(config, workdir: Path) -> None:
+    """Write the resolved config; refuse to resume a checkpointed workdir whose config differs in a field that
+    changes the run (naming the fields). A workdir without a checkpoint (a run that failed before its first one)
+    takes the new config; fields in ``RUN_INDEPENDENT`` may change between resumes."""
+    resolved = config_to_dict(config)
+    path = Path(workdir) / "config.json"
+    if path.exists() and has_checkpoint(workdir):
+        old = flatten(json.loads(path.read_text()))
+        new = flatten(resolved)
+        diff = sorted(k for k in set(old) | set(new)
+                      if old.get(k, "<absent>") != new.get(k, "<absent>") and k not in RUN_INDEPENDENT)
+        if diff:
+            lines = ", ".join(f"{k}: {old.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}" for k in diff)
+            raise ValueError(f"{workdir} holds a run with another config ({lines}); use a new --workdir to start "
+                             f"a different run, or the same config to resume this one")
+        if old == new:
+            return
+    if jax.process_index() == 0:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(resolved, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class WorkdirLock:
+    """``with WorkdirLock(workdir):`` holds the workdir for one run (process 0 only; other processes hold nothing)."""
+
+    NAME = "run.lock"
+
+    def __init__(self, workdir, enabled: bool | None = None):
+        self.path = Path(workdir) / self.NAME
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.fd = None
+        self.took_over = None  # what a stale lock said, when one was taken over
+
+    def _read(self) -> dict:
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self) -> "WorkdirLock":
+        if not self.enabled:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    holder = self._read()
+                    raise WorkdirLocked(
+                        f"{self.path.parent} is in use by another run (process {holder.get('pid', '?')} on host "
+                        f"{holder.get('host', '?')}, started {holder.get('started', '?')}); wait for it to finish, "
+                        f"stop it, or use another --workdir") from None
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP):  # no flock here: fall back to the pid check
+                    raise
+                holder = self._read()
+                if (holder.get("host") == socket.gethostname() and holder.get("pid") not in (None, os.getpid())
+                        and holder.get("state") == "held" and _pid_alive(int(holder["pid"]))):
+                    raise WorkdirLocked(f"{self.path.parent} is in use by process {holder['pid']} on this host")
+            # the file may have been removed and re-created by a releasing holder between open and flock
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            break
+        previous = self._read()
+        if previous.get("state") == "held":
+            self.took_over = previous
+            print(f"{self.path}: taking over a lock left by process {previous.get('pid')} on host "
+                  f"{previous.get('host')} (started {previous.get('started')}), which no longer holds it", flush=True)
+        self.fd = fd
+        info = {"state": "held", "pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        os.fsync(fd)
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink()  # while still holding it: a waiting opener then sees another inode and retries
+        except FileNotFoundError:
+            pass
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
