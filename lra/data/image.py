@@ -1,4 +1,4 @@
-"""LRA Image: grayscale CIFAR-10 as sequences of 1,024 pixels, 10 classes (``shared/design/data.md`` section 5).
+"""LRA Image: grayscale CIFAR-10 as sequences of 1,024 pixels, 10 classes.
 
 Sources, under ``data_dir`` (one is enough; looked for in this order):
 
@@ -6,7 +6,9 @@ Sources, under ``data_dir`` (one is enough; looked for in this order):
    ``data_batch_1.bin`` .. ``data_batch_5.bin`` and ``test_batch.bin``, each a run of 3,073-byte records: one label
    byte (0-9), then the 1,024 red, 1,024 green and 1,024 blue values of a 32 x 32 image, row-major. This is what TFDS
    ``cifar10`` (the official LRA pipeline's source) is built from.
-2. ``cifar-10-binary.tar.gz`` itself, read in place with ``tarfile``.
+2. ``cifar-10-binary.tar.gz`` itself, read in place, front to back to the end of its gzip stream (a damaged
+   archive, its gzip trailer included, is an error naming it). ``python -m lra.data.prepare --task=image
+   --download`` fetches and checks it (:mod:`lra.data.download`).
 3. ``cifar-10-batches-py/`` (unpacked ``cifar-10-python.tar.gz``): ``data_batch_1`` .. ``data_batch_5``,
    ``test_batch``, Python-2 pickles of ``{b"data": uint8 [N, 3072] (the same R, G, B planes), b"labels": [N ints],
    ...}``. They are read through :class:`RestrictedUnpickler`, which resolves only the NumPy globals such files
@@ -39,10 +41,11 @@ from __future__ import annotations
 import codecs
 import io
 import pickle
-import tarfile
 from pathlib import Path
 
 import numpy as np
+
+from lra.data.files import iter_tar
 
 SEQ_LEN, NUM_CLASSES, VOCAB_SIZE, SIDE = 1024, 10, 256, 32
 SPLITS = ("train", "val", "test")
@@ -171,13 +174,13 @@ def read_batches(data_dir, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarr
     else:
         wanted = {f"{FOLDERS[kind]}/{name}{suffix}": name for name in names}
         try:
-            with tarfile.open(source) as tar:
-                for member in tar:
-                    name = wanted.get(member.name.removeprefix("./"))
-                    if name is not None and member.isfile():
-                        raws[name] = (tar.extractfile(member).read(), f"{source}:{member.name}")
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise ValueError(f"{source}: not a readable tar archive ({e}); download {URL} again") from e
+            for member, f in iter_tar(source):  # to the end of the gzip stream: its trailer is checked too
+                name = wanted.get(member.name.removeprefix("./"))
+                if name is not None and f is not None:
+                    raws[name] = (f.read(), f"{source}:{member.name}")
+        except ValueError as e:
+            raise ValueError(f"{e}; download {URL} again (python -m lra.data.prepare --task=image --download)") \
+                from e
         missing = [m for m, name in wanted.items() if name not in raws]
         if missing:
             raise FileNotFoundError(f"{source} lacks {', '.join(missing)}; download {URL} again")

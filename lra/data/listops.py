@@ -148,12 +148,18 @@ def write_tsv(path: str | os.PathLike, rows) -> None:
 
 
 def read_tsv(path: str | os.PathLike) -> list[tuple[str, int]]:
-    """Rows of a ListOps TSV; a malformed row is a ValueError naming the file and the 1-based line."""
+    """Rows of a ListOps TSV (UTF-8). A malformed row, a row that is not UTF-8, an empty file and a file with no
+    rows after its header are ValueErrors naming the file (and the 1-based line)."""
     path = Path(path)
     rows = []
-    with path.open(newline="") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
+    lineno = 0
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte {raw[e.start:e.start + 1]!r} at column "
+                                 f"{e.start + 1})") from None
             fields = line.split("\t")
             if lineno == 1:
                 if tuple(fields) != HEADER:
@@ -171,6 +177,11 @@ def read_tsv(path: str | os.PathLike) -> list[tuple[str, int]]:
             except ValueError as e:
                 raise ValueError(f"{path}:{lineno}: {e}") from None
             rows.append((source, int(target)))
+    if lineno == 0:
+        raise ValueError(f"{path}: empty file (0 bytes); expected the header 'Source<TAB>Target' and one row per "
+                         f"example")
+    if not rows:
+        raise ValueError(f"{path}: no examples, only the header (every split needs at least one row)")
     return rows
 
 

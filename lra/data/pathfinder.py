@@ -1,4 +1,4 @@
-"""LRA Pathfinder family: are the two markers on one contour? 2 classes (``shared/design/data.md`` sections 6, 7).
+"""LRA Pathfinder family: are the two markers on one contour? 2 classes.
 
 Layout (the official release, and what the generator writes): ``pathfinder{R}/<difficulty>/metadata/<k>.npy`` and
 ``pathfinder{R}/<difficulty>/imgs/<k>/sample_<i>.png``, R in 32 / 64 / 128 / 256, difficulty ``curv_baseline``
@@ -21,8 +21,14 @@ The split arrays convert pixels on indexing (:class:`PixelSequences`): Path-X's 
 of uint8 instead of 10 GB of float32.
 
 Decoding 200,000 PNGs takes minutes, so the decoded uint8 array is cached as ``decoded-<digest>.npy`` next to the
-metadata (or in ``cache_dir``), keyed by a hash of the metadata files; it is written to a temporary file by parallel
-worker processes and renamed into place, so a killed run never leaves a cache that looks complete.
+metadata (or in ``cache_dir``), named by a hash of the metadata files; it is written to a temporary file by parallel
+worker processes and renamed into place, so a killed run never leaves a cache that looks complete, and a
+temporary file left by a run killed outright (``kill -9``) is removed by the next one. Beside it,
+``decoded-<digest>.index.npy`` records, per image, its size, modification time and SHA-256 and the SHA-256 of its
+decoded pixels. Every load compares the sizes and times (a second or two for 200,000 files; an image whose time
+changed but whose bytes did not is accepted), so a PNG changed after decoding is noticed and the cache rebuilt with
+a warning naming it. ``python -m lra.data.prepare --verify`` also hashes every PNG and every cached image
+(:func:`check_cache`): a damaged cache is rebuilt, never mistaken for a change of the images.
 
 Generation (:func:`ensure_generated`, ``python -m lra.data.pathfinder --generate``): :mod:`lra.data.pathfinder_gen`
 renders each image from its own seed, in parallel processes, into the same layout (1,000 images per ``imgs/<k>``).
@@ -47,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from lra.data import pathfinder_gen as gen
-from lra.data.files import atomic_write, publish_dir, writable, write_text_atomic
+from lra.data.files import atomic_write, make_temp, publish_dir, remove_stale_temps, writable, write_text_atomic
 
 URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
 NUM_CLASSES, VOCAB_SIZE = 2, 256
@@ -152,14 +158,17 @@ def read_metadata(directory) -> tuple[list[tuple[str, int]], list[tuple[Path, in
 
 
 def _decode_chunk(directory: str, paths: list[str], resolution: int, target: str | None, start: int):
-    """Worker: decode PNGs to uint8 [n, R, R]; into rows ``start:`` of the .npy at ``target`` if given."""
+    """Worker: decode PNGs to uint8 [n, R, R]; into rows ``start:`` of the .npy at ``target`` if given. Also returns
+    the SHA-256 of each PNG file and of each decoded image (``n * 32`` bytes each), which the cache's index keeps."""
     from PIL import Image
 
     out = np.empty((len(paths), resolution, resolution), np.uint8)
+    png_sums, pixel_sums = bytearray(), bytearray()
     for i, rel in enumerate(paths):
         full = Path(directory) / rel
         try:
-            with Image.open(full) as im:
+            data = full.read_bytes()
+            with Image.open(io.BytesIO(data)) as im:
                 im = im if im.mode == "L" else im.convert("L")
                 arr = np.asarray(im, np.uint8)
         except Exception as e:  # noqa: BLE001 - name the file whatever PIL raises
@@ -167,13 +176,15 @@ def _decode_chunk(directory: str, paths: list[str], resolution: int, target: str
         if arr.shape != (resolution, resolution):
             raise ValueError(f"{full}: image is {arr.shape[1]}x{arr.shape[0]}, expected {resolution}x{resolution}")
         out[i] = arr
+        png_sums += hashlib.sha256(data).digest()
+        pixel_sums += hashlib.sha256(np.ascontiguousarray(arr).tobytes()).digest()
     if target is None:
-        return start, out
+        return start, out, bytes(png_sums), bytes(pixel_sums)
     mm = np.load(target, mmap_mode="r+")
     mm[start:start + len(paths)] = out
     mm.flush()
     del mm
-    return start, None
+    return start, None, bytes(png_sums), bytes(pixel_sums)
 
 
 def _cache_key(directory: Path, resolution: int) -> str:
@@ -183,87 +194,209 @@ def _cache_key(directory: Path, resolution: int) -> str:
     return h.hexdigest()[:16]
 
 
+# The decoded cache's index: one record per metadata row, what the cache was made from. An image is "the same" when
+# its size and modification time are (checked on every load, cheaply); when they are not, its bytes are hashed and
+# compared with ``png`` (a touched or copied file is accepted and its record updated). ``pixels`` is the SHA-256 of
+# the decoded image, which ``check_cache`` (prepare --verify) compares with the cache itself.
+INDEX_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("kept", "?"), ("png", "u1", (32,)),
+                        ("pixels", "u1", (32,))])
+
+
+def _cache_paths(directory: Path, resolution: int, cache_dir) -> tuple[Path, Path, str]:
+    key = _cache_key(directory, resolution)
+    where = Path(cache_dir).expanduser() if cache_dir else directory
+    return where / f"decoded-{key}.npy", where / f"decoded-{key}.index.npy", key
+
+
+def _stat_images(directory: Path, items, where) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes and modification times (ns) of every listed image; a missing one is named with its metadata row."""
+    sizes, mtimes = np.empty(len(items), np.int64), np.empty(len(items), np.int64)
+    for i, (rel, _) in enumerate(items):
+        full = directory / rel
+        try:
+            st = full.stat()
+        except FileNotFoundError:
+            path, line = where[i]
+            raise FileNotFoundError(f"{full}: listed in {path}:{line} but missing") from None
+        sizes[i], mtimes[i] = st.st_size, st.st_mtime_ns
+    return sizes, mtimes
+
+
+def _names(directory: Path, items, rows, limit: int = 3) -> str:
+    shown = ", ".join(str(directory / items[i][0]) for i in rows[:limit])
+    return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
+
+
+def _read_cache(cache: Path, index_file: Path, directory: Path, items, sizes, mtimes, resolution: int):
+    """``(images, index, problem)``: the memory-mapped cache and its index if they match the images listed in
+    ``items`` (``problem`` None), else what does not match."""
+    try:
+        index = np.load(index_file, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        return None, None, f"its index {index_file.name} is unreadable ({type(e).__name__}: {e})"
+    if index.dtype != INDEX_DTYPE or index.shape != (len(items),):
+        return None, None, f"its index {index_file.name} does not list the {len(items)} images of the metadata"
+    moved = np.flatnonzero((index["size"] != sizes) | (index["mtime_ns"] != mtimes))
+    if len(moved):  # touched or replaced: compare the bytes with the digests recorded at decoding
+        changed = [int(i) for i in moved if sizes[i] != index["size"][i] or
+                   hashlib.sha256((directory / items[i][0]).read_bytes()).digest() != index["png"][i].tobytes()]
+        if changed:
+            return None, None, f"{len(changed)} image(s) changed since it was made: {_names(directory, items, changed)}"
+        index["mtime_ns"] = mtimes  # same bytes (a copy, a touch): record the new times
+        atomic_write(index_file, lambda f: np.save(f, index))
+    try:
+        images = np.load(cache, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as e:  # truncated, not a .npy
+        return None, None, f"its array is unreadable ({type(e).__name__}: {e})"
+    kept = int(index["kept"].sum())
+    if images.dtype != np.uint8 or images.shape != (kept, resolution, resolution):
+        return None, None, f"its array is {images.dtype}{list(images.shape)}, not uint8[{kept}, {resolution}, " \
+                           f"{resolution}]"
+    return images, index, None
+
+
+def _discard_cache(cache: Path, index_file: Path) -> None:
+    index_file.unlink(missing_ok=True)  # first: a cache without its index is never used
+    cache.unlink(missing_ok=True)
+    cache.with_name(cache.name.replace(".npy", ".kept.npy")).unlink(missing_ok=True)  # an older version's index
+
+
 _MEMO: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def load_examples(directory, resolution: int, *, workers: int = 0, cache_dir=None, progress: bool = True):
     """All images of one release/generated directory as uint8 ``[N, R, R]`` (memory-mapped from the cache) and
-    their int32 labels, empty PNGs skipped. Decoded once and cached (see the module docstring)."""
+    their int32 labels, empty PNGs skipped. Decoded once and cached (see the module docstring); a cache that does
+    not match the images (one changed since, or the cache damaged) is rebuilt with a warning naming it."""
     directory = Path(directory)
-    key = _cache_key(directory, resolution)
+    cache, index_file, key = _cache_paths(directory, resolution, cache_dir)
     memo_key = (str(directory.resolve()), resolution, key)
     if memo_key in _MEMO:
         return _MEMO[memo_key]
     items, where = read_metadata(directory)
-    cache_dir = Path(cache_dir).expanduser() if cache_dir else directory
-    cache = cache_dir / f"decoded-{key}.npy"
-    kept_file = cache_dir / f"decoded-{key}.kept.npy"
-    if cache.is_file() and kept_file.is_file():
-        kept = np.load(kept_file)
-        images = np.load(cache, mmap_mode="r")
-        if images.shape == (len(kept), resolution, resolution) and (len(kept) == 0 or kept[-1] < len(items)):
-            _warn_empty(directory, items, sorted(set(range(len(items))) - set(kept.tolist())))
-            labels = np.asarray([items[i][1] for i in kept], np.int32)
+    sizes, mtimes = _stat_images(directory, items, where)
+    empty = [int(i) for i in np.flatnonzero(sizes == 0)]  # the release lists one empty PNG
+    remove_stale_temps(cache)  # a decode killed before it could remove its own temporary file
+    if cache.is_file() or index_file.is_file():
+        images, index, problem = _read_cache(cache, index_file, directory, items, sizes, mtimes, resolution) \
+            if index_file.is_file() else (None, None, "it has no index (written by an older version)")
+        if problem is None:
+            _warn_empty(directory, items, empty)
+            labels = np.asarray([items[i][1] for i in np.flatnonzero(index["kept"])], np.int32)
             _MEMO[memo_key] = (images, labels)
             return images, labels
-    # which images exist, and which are empty (the release lists one empty PNG)
-    empty, kept = [], []
-    for i, (rel, _) in enumerate(items):
-        full = directory / rel
-        try:
-            size = full.stat().st_size
-        except FileNotFoundError:
-            path, line = where[i]
-            raise FileNotFoundError(f"{full}: listed in {path}:{line} but missing") from None
-        (kept if size else empty).append(i)
+        warnings.warn(f"Pathfinder: the decoded cache {cache} does not match the images under {directory} "
+                      f"({problem}); rebuilding it", stacklevel=2)
+        _discard_cache(cache, index_file)
     _warn_empty(directory, items, empty)
-    if not kept:
+    kept = np.flatnonzero(sizes > 0)
+    if not len(kept):
         raise ValueError(f"{directory}: every image listed in its metadata is an empty file")
-    kept = np.asarray(kept, np.int64)
     labels = np.asarray([items[i][1] for i in kept], np.int32)
     workers = workers or default_workers()
-    use_cache = writable(cache_dir)
+    use_cache = writable(cache.parent)
     if not use_cache:
-        warnings.warn(f"Pathfinder: {cache_dir} is not writable, so decoded images are not cached; set "
+        warnings.warn(f"Pathfinder: {cache.parent} is not writable, so decoded images are not cached; set "
                       f"config.data.cache_dir to cache them elsewhere", stacklevel=2)
     paths = [items[i][0] for i in kept]
     chunk = max(1, min(2000, math.ceil(len(paths) / (4 * workers))))
     spans = [(s, paths[s:s + chunk]) for s in range(0, len(paths), chunk)]
+    index = np.zeros(len(items), INDEX_DTYPE)
+    index["size"], index["mtime_ns"], index["kept"] = sizes, mtimes, sizes > 0
+    png_sums = np.zeros((len(paths), 32), np.uint8)
+    pixel_sums = np.zeros((len(paths), 32), np.uint8)
     tmp = None
     if use_cache:
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".decoded-{key}.", suffix=".npy.tmp")
-        os.close(fd)
+        tmp = make_temp(cache, suffix=".npy.tmp")
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), resolution, resolution)).flush()
         images = None
     else:
         images = np.empty((len(paths), resolution, resolution), np.uint8)
+
+    def collect(s, arr, pngs, pixels):
+        n = len(pngs) // 32
+        if arr is not None:
+            images[s:s + n] = arr
+        png_sums[s:s + n] = np.frombuffer(pngs, np.uint8).reshape(n, 32)
+        pixel_sums[s:s + n] = np.frombuffer(pixels, np.uint8).reshape(n, 32)
+
     try:
         with _bar(len(paths), f"decode pathfinder{resolution}/{directory.name}", progress) as bar:
             if workers == 1 or len(spans) <= 1:
                 for s, ps in spans:
-                    _, arr = _decode_chunk(str(directory), ps, resolution, tmp, s)
-                    if arr is not None:
-                        images[s:s + len(ps)] = arr
+                    collect(*_decode_chunk(str(directory), ps, resolution, tmp, s))
                     bar.update(len(ps))
             else:
                 with _pool(workers) as pool:
                     futures = {pool.submit(_decode_chunk, str(directory), ps, resolution, tmp, s): len(ps)
                                for s, ps in spans}
                     for fut in as_completed(futures):
-                        s, arr = fut.result()
-                        if arr is not None:
-                            images[s:s + len(arr)] = arr
+                        collect(*fut.result())
                         bar.update(futures[fut])
+        index["png"][kept], index["pixels"][kept] = png_sums, pixel_sums
         if use_cache:
-            atomic_write(kept_file, lambda f: np.save(f, kept))
+            index_file.unlink(missing_ok=True)  # the index goes in last: a cache without one is never used
             os.replace(tmp, cache)
             tmp = None
+            atomic_write(index_file, lambda f: np.save(f, index))
             images = np.load(cache, mmap_mode="r")
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
     _MEMO[memo_key] = (images, labels)
     return images, labels
+
+
+def check_cache(directory, resolution: int, *, cache_dir=None, progress: bool = True) -> list[str]:
+    """What ``prepare --verify`` does before recomputing the checksums: hash every PNG and every cached image and
+    compare them with the digests recorded when the cache was made. Returns the PNGs whose bytes changed since
+    (the source changed: named, one line each). A cache that no longer matches, because the PNGs changed or
+    because the cache itself is damaged, is discarded with a warning naming it, and the next load rebuilds it;
+    a damaged cache is never reported as a change of the source. No cache yet: nothing to compare, ``[]``."""
+    directory = Path(directory)
+    cache, index_file, key = _cache_paths(directory, resolution, cache_dir)
+    for memo_key in [k for k in _MEMO if k[0] == str(directory.resolve()) and k[1] == resolution]:
+        del _MEMO[memo_key]
+    if not (cache.is_file() or index_file.is_file()):
+        return []
+    items, where = read_metadata(directory)
+    sizes, mtimes = _stat_images(directory, items, where)
+    try:
+        index = np.load(index_file, allow_pickle=False)
+        usable = index.dtype == INDEX_DTYPE and index.shape == (len(items),)
+    except (OSError, ValueError, EOFError):
+        usable = False
+    if not usable:  # nothing to compare the PNGs with: the load rebuilds it (with its own warning)
+        return []
+    changed = []
+    with _bar(len(items), f"verify PNGs pathfinder{resolution}/{directory.name}", progress) as bar:
+        for i, (rel, _) in enumerate(items):
+            data = (directory / rel).read_bytes()
+            if bool(index["kept"][i]) != bool(data) or (data and hashlib.sha256(data).digest()
+                                                         != index["png"][i].tobytes()):
+                changed.append(f"{directory / rel} changed since the cache was made")
+            bar.update(1)
+    problem = f"{len(changed)} PNG(s) changed since it was made" if changed else None
+    if problem is None:
+        try:
+            images = np.load(cache, mmap_mode="r")
+            pixels = index["pixels"][index["kept"]]
+            if images.shape != (len(pixels), resolution, resolution):
+                problem = f"its array has shape {images.shape}, its index lists {len(pixels)} images"
+            else:
+                bad = [i for i in range(len(pixels))
+                       if hashlib.sha256(np.ascontiguousarray(images[i]).tobytes()).digest() != pixels[i].tobytes()]
+                if bad:
+                    problem = (f"it is damaged: {len(bad)} decoded image(s) differ from what was decoded from their "
+                               f"PNGs, which are unchanged")
+            del images
+        except (OSError, ValueError, EOFError) as e:
+            problem = f"its array is unreadable ({type(e).__name__}: {e})"
+    if problem is not None:
+        warnings.warn(f"Pathfinder: the decoded cache {cache} does not match the images under {directory} "
+                      f"({problem}); discarded, it is rebuilt now", stacklevel=2)
+        _discard_cache(cache, index_file)
+    return changed
 
 
 def _warn_empty(directory: Path, items, empty) -> None:

@@ -22,7 +22,9 @@ hashing the data settings: the task, the settings, the source it read (file or f
 where the set was generated (its parameters, seed and checksums), and per split the number of examples, the label
 counts and a SHA-256 over the model inputs and labels exactly as the loader returns them. A rerun with a manifest in
 place only checks that the source is still there; ``--verify`` recomputes the checksums and fails naming the split
-that changed.
+that changed. Before that it checks the derived caches against their source (Pathfinder: the decoded images against
+the PNGs' digests recorded at decoding, and the PNGs against theirs): a cache that does not match is rebuilt, with
+a warning naming it, and is never taken for a change of the source; a source that changed is named.
 """
 from __future__ import annotations
 
@@ -110,6 +112,17 @@ def split_summary(arrays: dict, progress: bool = False, desc: str = "") -> dict:
             "sha256": h.hexdigest()}
 
 
+def check_caches(config, task: str, source, progress: bool = True) -> list[str]:
+    """``--verify``'s first step: check the task's derived cache against its source, rebuilding a cache that does
+    not match (with a warning naming it); returns the source files found changed since the cache was made. Text
+    and Retrieval need nothing here: their ``.npz`` caches are CRC-checked on every read and rebuilt if damaged."""
+    if task in ("pathfinder", "pathx") and source is not None:
+        from lra.data import pathfinder
+        return pathfinder.check_cache(source, config.data.resolution, cache_dir=config.data.cache_dir or None,
+                                      progress=progress)
+    return []
+
+
 def prepare(config, *, config_file: str = "", verify: bool = False, progress: bool = True) -> Path:
     """Generate / convert / cache ``config``'s task and write its manifest; returns the manifest's path."""
     from lra import tasks
@@ -120,6 +133,7 @@ def prepare(config, *, config_file: str = "", verify: bool = False, progress: bo
     if manifest_path.is_file() and not verify:
         return manifest_path
     t0 = time.perf_counter()
+    source_changes = check_caches(config, spec.name, source, progress=progress) if verify else []
     splits = {}
     for split in tasks.SPLITS:
         splits[split] = split_summary(spec.load(split), progress=progress, desc=f"{spec.name}/{split}")
@@ -128,8 +142,11 @@ def prepare(config, *, config_file: str = "", verify: bool = False, progress: bo
         for split, now in splits.items():
             was = recorded.get("splits", {}).get(split)
             if was != now:
+                changed = f" ({'; '.join(source_changes[:5])})" if source_changes else ""
                 raise ValueError(f"{manifest_path}: split {split!r} no longer matches its manifest (recorded {was}, "
-                                 f"now {now}); the data under {source} changed. Remove the manifest to accept it.")
+                                 f"now {now}); the source data under {source} changed{changed}. If that change is "
+                                 f"intended, remove the manifest and rerun to record the new data; otherwise "
+                                 f"restore the source.")
         return manifest_path
     generator = None
     if source is not None and source.is_dir() and (source / "manifest.json").is_file():

@@ -1,11 +1,11 @@
-"""LRA Retrieval: pairs of ACL Anthology Network (AAN) papers, does one cite the other? 2 classes
-(``shared/design/data.md`` section 4).
+"""LRA Retrieval: pairs of ACL Anthology Network (AAN) papers, does one cite the other? 2 classes.
 
 Files: ``tsv_data/new_aan_pairs.{train,eval,test}.tsv`` of the LRA release
 (https://storage.googleapis.com/long-range-arena/lra_release.gz, a gzipped tar that unpacks to
 ``lra_release/lra_release/tsv_data/``). ``data_dir`` is the release's inner ``lra_release/`` folder, the folder
 above it (the tarball's extra ``lra_release/`` level), the folder the tarball was unpacked into, or ``tsv_data/``
-itself. Splits: ``train``, ``val`` = the ``eval`` file, ``test``.
+itself. Splits: ``train``, ``val`` = the ``eval`` file, ``test``. ``python -m lra.data.prepare --task=retrieval
+--download`` fetches the release and extracts only these three files (:mod:`lra.data.download`).
 
 Format (the official pipeline's ``make_csv_dataset`` call: tab-delimited, no header, no quote handling): one pair
 per ``\\n``-terminated line (a trailing ``\\r`` is dropped, blank lines are skipped), exactly 5 tab-separated
@@ -26,7 +26,8 @@ Encoding: each document as in Text (byte ``b`` -> id ``b + 1``, 0 = padding, voc
 to 10,000 bytes, which changes nothing at 4,000) and padded to it. The model encodes both documents with one shared
 encoder. Parsed, truncated documents are cached per file and settings as ``aan-<split>-<key>.npz`` in ``cache_dir``
 (default: the ``tsv_data/`` folder), written atomically (see :mod:`lra.data.text`); ``<key>`` hashes the file's
-name, size and modification time, ``seq_len`` and ``decode_literals``.
+name, size and modification time, ``seq_len`` and ``decode_literals``. A cache that is unreadable (truncated,
+damaged) or inconsistent is rebuilt with a warning naming it.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lra.data.text import ByteSequences, Documents, cached
+from lra.data.text import ByteSequences, Documents, cached, check_documents
 
 NUM_CLASSES, VOCAB_SIZE = 2, 257
 SPLITS = ("train", "val", "test")
@@ -126,7 +127,14 @@ def load_split(data_dir, split: str, *, seq_len: int = 4000, decode_literals: bo
         key = hashlib.sha256(repr([CACHE_VERSION, path.name, st.st_size, st.st_mtime_ns, seq_len,
                                    decode_literals]).encode()).hexdigest()[:16]
         where = Path(cache_dir).expanduser() if cache_dir else folder
-        arrays = cached(where / f"aan-{split}-{key}.npz", build, "AAN")
+        def check(arrays):
+            problem = check_documents(arrays, ("data1", "offsets1"), ("data2", "offsets2"))
+            if problem is None and not (len(arrays.get("labels", ())) == len(arrays["offsets1"]) - 1
+                                        == len(arrays["offsets2"]) - 1):
+                problem = "labels and pairs differ in number"
+            return problem
+
+        arrays = cached(where / f"aan-{split}-{key}.npz", build, "AAN", check)
     else:
         arrays = build()
     inputs1 = ByteSequences(Documents(arrays["data1"], arrays["offsets1"]), seq_len)

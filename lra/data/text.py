@@ -1,8 +1,11 @@
-"""LRA Text: IMDB movie reviews read byte by byte, 2 classes (``shared/design/data.md`` section 3).
+"""LRA Text: IMDB movie reviews read byte by byte, 2 classes.
 
 Source: the original archive of Maas et al. (2011), https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz,
 under ``data_dir``: the ``aclImdb_v1.tar.gz`` file itself (read in place with ``tarfile``, nothing is unpacked) or
-its unpacked ``aclImdb/`` folder (``data_dir`` may also be that folder or the archive's path). Reviews are
+its unpacked ``aclImdb/`` folder (``data_dir`` may also be that folder or the archive's path);
+``python -m lra.data.prepare --task=text --download`` fetches and checks the archive (:mod:`lra.data.download`).
+The archive is read front to back to the end of its gzip stream, so a damaged or truncated archive (a bad gzip
+trailer included) is an error naming it. Reviews are
 ``aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt``, 12,500 per folder; ``train/unsup`` (50,000 unlabelled
 reviews) is ignored. As TFDS ``imdb_reviews`` (which the official LRA pipeline loads) does, a review is the file's
 bytes with surrounding ASCII whitespace stripped (``bytes.strip()``; HTML such as ``<br />`` is kept) and its label
@@ -26,7 +29,8 @@ in ``cache_dir`` (default: the folder holding ``aclImdb/`` or the archive, i.e. 
 cache format and the source's fingerprint (the archive's size and modification time, or every review file's name,
 size and modification time), so editing the data invalidates it; every ``seq_len``, protocol and seed is served from
 the same cache. It is written to a temporary file and renamed into place, so an interrupted run never leaves a cache
-that looks complete. An unwritable ``cache_dir`` only costs a warning.
+that looks complete. A cache that cannot be read (truncated, a bad CRC: ``.npz`` members are CRC-checked) or does
+not hold consistent arrays is rebuilt, with a warning naming it. An unwritable ``cache_dir`` only costs a warning.
 """
 from __future__ import annotations
 
@@ -34,13 +38,14 @@ import dataclasses
 import hashlib
 import os
 import re
-import tarfile
 import warnings
+import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
-from lra.data.files import atomic_write, writable
+from lra.data.files import atomic_write, iter_tar, writable
 
 NUM_CLASSES, VOCAB_SIZE = 2, 257
 SPLITS = ("train", "val", "test")
@@ -131,15 +136,35 @@ def encode_bytes(texts: list[bytes], seq_len: int) -> tuple[np.ndarray, np.ndarr
 
 # ----------------------------------------------------------------------------------------------------- cache
 
-def cached(path: Path, build, what: str) -> dict[str, np.ndarray]:
-    """The arrays in the ``.npz`` at ``path``; made by ``build()`` and saved there (atomically) if absent. A
-    directory that cannot be written only costs a warning and a rebuild next time."""
+def check_documents(arrays: dict, *parts: tuple[str, str]) -> str | None:
+    """What is wrong with ``(data key, offsets key)`` pairs of cached arrays as :class:`Documents`, or None."""
+    for data_key, offsets_key in parts:
+        if data_key not in arrays or offsets_key not in arrays:
+            return f"no {data_key!r} / {offsets_key!r} arrays"
+        data, offsets = arrays[data_key], arrays[offsets_key]
+        if data.dtype != np.uint8 or data.ndim != 1 or offsets.ndim != 1 or offsets.dtype.kind not in "iu":
+            return f"{data_key!r} / {offsets_key!r} are not a uint8 buffer and integer offsets"
+        if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(data) or np.any(np.diff(offsets) < 0):
+            return f"the offsets {offsets_key!r} do not cover {data_key!r}"
+    return None
+
+
+def cached(path: Path, build, what: str, check: Callable[[dict], str | None] | None = None) -> dict[str, np.ndarray]:
+    """The arrays in the ``.npz`` at ``path``; made by ``build()`` and saved there (atomically) if absent. A cache
+    that cannot be read (truncated, damaged) or that ``check(arrays)`` finds wrong (it returns what is wrong, or
+    None) is rebuilt with a warning naming it. A directory that cannot be written only costs a warning and a
+    rebuild next time."""
     if path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:  # unreadable (e.g. a foreign file of the same name): rebuild it
-            warnings.warn(f"{what}: ignoring the unreadable cache {path} ({e}); rebuilding it", stacklevel=3)
+                arrays = {k: z[k] for k in z.files}
+            problem = check(arrays) if check is not None else None
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:  # truncated, bad CRC, foreign
+            problem = f"unreadable: {type(e).__name__}: {e}"
+        if problem is None:
+            return arrays
+        warnings.warn(f"{what}: the cache {path} does not match its source ({problem}); rebuilding it",
+                      stacklevel=3)
     arrays = build()
     if writable(path.parent):
         atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -206,15 +231,13 @@ def _read_folder(folder: Path) -> dict[str, tuple[list[bytes], list[int]]]:
 def _read_archive(archive: Path) -> dict[str, tuple[list[bytes], list[int]]]:
     found: dict[tuple[str, str], list[tuple[str, bytes]]] = {(p, n): [] for p in PARTS for n, _ in LABELS}
     try:
-        with tarfile.open(archive) as tar:
-            for member in tar:
-                m = _MEMBER.match(member.name)
-                if m is None or not member.isfile():
-                    continue  # train/unsup, vocabularies, URLs, README ...
-                f = tar.extractfile(member)
-                found[m.group(1), m.group(2)].append((m.group(3), f.read().strip()))
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise ValueError(f"{archive}: not a readable tar archive ({e}); download {URL} again") from e
+        for member, f in iter_tar(archive):  # to the end of the gzip stream: its trailer is checked too
+            m = _MEMBER.match(member.name)
+            if m is None or f is None:
+                continue  # train/unsup, vocabularies, URLs, README ...
+            found[m.group(1), m.group(2)].append((m.group(3), f.read().strip()))
+    except ValueError as e:
+        raise ValueError(f"{e}; download {URL} again (python -m lra.data.prepare --task=text --download)") from e
     out = {}
     for part in PARTS:
         texts, labels = [], []
@@ -255,7 +278,14 @@ def load_reviews(data_dir, *, cache_dir=None, cache: bool = True) -> dict[str, t
 
     if cache:
         where = Path(cache_dir).expanduser() if cache_dir else source.parent  # beside aclImdb/ or the archive
-        arrays = cached(where / f"imdb-{key}.npz", build, "IMDB")
+        def check(arrays):
+            problem = check_documents(arrays, *((f"{p}_data", f"{p}_offsets") for p in PARTS))
+            if problem is None and any(len(arrays.get(f"{p}_labels", ())) != len(arrays[f"{p}_offsets"]) - 1
+                                       for p in PARTS):
+                problem = "labels and reviews differ in number"
+            return problem
+
+        arrays = cached(where / f"imdb-{key}.npz", build, "IMDB", check)
     else:
         arrays = build()
     result = {part: (Documents(arrays[f"{part}_data"], arrays[f"{part}_offsets"]), arrays[f"{part}_labels"])
