@@ -2,6 +2,7 @@
 
     python -m lra.data.prepare --task=pathx --data_dir=./lra_data             # generate 200,000 Path-X images
     python -m lra.data.prepare --task=text --data_dir=/data/imdb              # parse and cache the IMDB archive
+    python -m lra.data.prepare --task=image --download --data_dir=./lra_data   # fetch CIFAR-10 first, checked
     python -m lra.data.prepare --config=configs/lra_pathfinder.py --config.data.resolution=64 --workers=2
 
 The task's data settings are those of its config (``configs/lra_<task>.py``, or ``--config=FILE[:ARG]``), with
@@ -15,6 +16,10 @@ work and leaves the loader-ready form behind:
   disk, read a batch at a time, never whole in RAM);
 * Text and Retrieval: the parsed documents are cached as ``.npz`` (one byte buffer + offsets per part);
 * Image: the CIFAR-10 batches are read (small enough to read on every run; nothing is cached).
+
+``--download`` (text, image, retrieval) first fetches the source into ``data_dir`` (:mod:`lra.data.download`: the
+official address, resumed after an interruption, size and SHA-256 checked where published); a source already there
+is not fetched again.
 
 Every cache is written beside its final name and renamed into place, so a killed run never leaves one that looks
 complete. Last, a manifest is written (atomically) to ``<data_dir>/prepared/<task>-<digest>.json``, ``<digest>``
@@ -180,6 +185,8 @@ def main(argv=None) -> None:
     ap.add_argument("--cache_dir", help="= --config.data.cache_dir (tasks that cache)")
     ap.add_argument("--workers", help="= --config.data.workers (Pathfinder: processes; 0 = every core)")
     ap.add_argument("--verify", action="store_true", help="recompute the checksums of a prepared task")
+    ap.add_argument("--download", action="store_true",
+                    help="text, image, retrieval: first fetch the source into data_dir (checked, resumable)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars while checksumming")
     args = ap.parse_args(rest)
     if not args.config and not args.task:
@@ -192,6 +199,12 @@ def main(argv=None) -> None:
         shorthand = [(f"data.{k}", v) for k, v in (("data_dir", args.data_dir), ("cache_dir", args.cache_dir),
                                                    ("workers", args.workers)) if v is not None]
         apply_overrides(config, shorthand + overrides, spec)
+        if args.download:
+            from lra.data import download
+            try:
+                download.download_task(config.task, config.data.data_dir, progress=not args.quiet)
+            except download.DownloadError as e:
+                raise ValueError(str(e)) from e
         path = prepare(config, config_file=spec, verify=args.verify, progress=not args.quiet)
     except (FileNotFoundError, KeyError, ValueError) as e:
         sys.exit(f"error: {e.args[0] if isinstance(e, KeyError) else e}")
