@@ -44,7 +44,7 @@ import math
 import os
 import shutil
 import sys
-import tempfile
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -53,7 +53,8 @@ from pathlib import Path
 import numpy as np
 
 from lra.data import pathfinder_gen as gen
-from lra.data.files import atomic_write, make_temp, publish_dir, remove_stale_temps, writable, write_text_atomic
+from lra.data.files import (STALE_FOREIGN_S, atomic_write, make_temp, publish_dir, remove_stale_temps, writable,
+                            write_text_atomic)
 
 URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
 NUM_CLASSES, VOCAB_SIZE = 2, 256
@@ -255,6 +256,21 @@ def _read_cache(cache: Path, index_file: Path, directory: Path, items, sizes, mt
     return images, index, None
 
 
+def _remove_unstamped_temps(cache: Path) -> None:
+    """Earlier versions named the decode's temporary file ``.decoded-<key>.<random>.npy.tmp``, without the process
+    that wrote it; one older than a day is a leftover of a killed run (as large as the cache) and is removed."""
+    for tmp in cache.parent.glob(f".{cache.stem}.*.npy.tmp"):
+        try:
+            st = tmp.stat()
+            if "~" in tmp.name or time.time() - st.st_mtime < STALE_FOREIGN_S:
+                continue
+            tmp.unlink()
+        except OSError:
+            continue
+        warnings.warn(f"removed {tmp} ({st.st_size:,} bytes), a temporary file left by an interrupted run",
+                      stacklevel=3)
+
+
 def _discard_cache(cache: Path, index_file: Path) -> None:
     index_file.unlink(missing_ok=True)  # first: a cache without its index is never used
     cache.unlink(missing_ok=True)
@@ -277,6 +293,7 @@ def load_examples(directory, resolution: int, *, workers: int = 0, cache_dir=Non
     sizes, mtimes = _stat_images(directory, items, where)
     empty = [int(i) for i in np.flatnonzero(sizes == 0)]  # the release lists one empty PNG
     remove_stale_temps(cache)  # a decode killed before it could remove its own temporary file
+    _remove_unstamped_temps(cache)
     if cache.is_file() or index_file.is_file():
         images, index, problem = _read_cache(cache, index_file, directory, items, sizes, mtimes, resolution) \
             if index_file.is_file() else (None, None, "it has no index (written by an older version)")

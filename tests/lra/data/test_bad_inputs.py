@@ -292,3 +292,15 @@ def test_verify_names_the_png_that_changed_and_advises_no_cache_acceptance(pf_co
     message = str(e.value)
     assert f"{manifest}: split 'train' no longer matches" in message
     assert f"{png} changed since the cache was made" in message and "the source data under" in message
+
+
+def test_an_older_versions_leftover_temporary_file_is_removed_once_a_day_old(pf_copy):
+    key = pf._cache_key(pf_copy, 32)
+    old, recent = pf_copy / f".decoded-{key}.k2j4h6.npy.tmp", pf_copy / f".decoded-{key}.q8w7e6.npy.tmp"
+    for tmp in (old, recent):
+        tmp.write_bytes(b"\0" * 4096)
+    two_days_ago = old.stat().st_mtime_ns - 2 * 86400 * 10**9
+    os.utime(old, ns=(two_days_ago, two_days_ago))
+    with pytest.warns(UserWarning, match=rf"removed {old} \(4,096 bytes\)"):
+        pf.load_examples(pf_copy, 32, workers=1, progress=False)
+    assert not old.exists() and recent.exists()  # a recent one may belong to a run still going

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -172,6 +173,14 @@ def test_a_stalled_server_is_given_up_on_and_the_next_run_resumes(server, tmp_pa
     server.stall = False  # the next run (e.g. after a kill) picks up the part file
     assert download.fetch("x", tmp_path, url=server.url("/f.bin"), source=src, **quiet()).read_bytes() == body
     assert server.requests[-1] == ("/f.bin", "bytes=30000-")
+
+
+def test_a_whole_part_file_left_before_the_rename_is_checked_and_renamed(server, tmp_path):
+    body = b"complete\n" * 1000
+    server.files["/f.bin"] = body
+    (tmp_path / ".f.bin.part").write_bytes(body)  # killed after the last byte, before the check and rename
+    path = download.fetch("x", tmp_path, url=server.url("/f.bin"), source=source_for(body, "f.bin"), **quiet())
+    assert path.read_bytes() == body and server.requests == [("/f.bin", f"bytes={len(body)}-")]  # answered 416
 
 
 def test_a_server_that_ignores_the_range_sends_the_whole_file_again(server, tmp_path):
@@ -342,3 +351,10 @@ def test_prepare_download_fetches_checks_and_prepares(task, server, tmp_path, mo
 def test_download_is_refused_for_generated_tasks(tmp_path):
     with pytest.raises(SystemExit, match="--download is for image, retrieval, text; listops data are generated"):
         prepare.main(["--task=listops", f"--data_dir={tmp_path}", "--download"])
+
+
+def test_an_unpacked_source_already_there_is_not_downloaded(fixtures_dir, tmp_path, capsys):
+    shutil.copytree(fixtures_dir / "originals" / "cifar-10-batches-bin", tmp_path / "cifar-10-batches-bin")
+    assert download.download_task("image", tmp_path, progress=False) == tmp_path / "cifar-10-batches-bin"
+    assert "already there; nothing to download" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-batches-bin"]
