@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -27,6 +28,17 @@ import jax
 import orbax.checkpoint as ocp
 
 CHECKSUMS = "lra_checksums.json"
+
+
+class _QuietUnscoredSaves(logging.Filter):
+    """Orbax warns on every save without metrics when a best metric is tracked; here most saves are unscored
+    (the latest-N ones) by design."""
+
+    def filter(self, record):
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_QuietUnscoredSaves())
 
 
 class DamagedCheckpoint(Exception):

@@ -59,7 +59,7 @@ RULES: dict[str, Rule] = {
     "model.head_hidden": POSITIVE_INT,
     "data.workers": _ge(0),
     "data.val_fraction": ((lambda v: 0 < v < 1), "in (0, 1)"),
-    "data.num_distractor_snakes": _ge(0),
+    "data.num_distractor_snakes": ((lambda v: v >= -1), ">= 0, or -1 for LRA's setting"),
     "data.generator_seed": _ge(0),
     "data.split_seed": _ge(0),
     "data.val_seed": _ge(0),

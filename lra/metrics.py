@@ -60,7 +60,7 @@ class MetricWriter:
         os.replace(tmp, self.path)
 
     def write(self, step: int, split: str, metrics: dict[str, float]) -> None:
-        if not self.enabled:
+        if not self.enabled or self.tb is None:
             return
         record = json_safe({"step": step, "split": split, **metrics})
         with self.path.open("a") as f:
@@ -73,3 +73,4 @@ class MetricWriter:
     def close(self):
         if self.tb is not None:
             self.tb.close()
+            self.tb = None

@@ -34,6 +34,7 @@ causes. An evaluation with a non-finite loss never makes a checkpoint the best.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -194,13 +195,21 @@ def _train(config, workdir: Path, task: tasks.TaskSpec, objective: objectives.Ob
               f"replicated: {steps.unsplit}", flush=True)
     init_rng, dropout_rng = jax.random.split(jax.random.key(config.seed))
     state = steps.init(init_rng)
-    # Checkpoints are chosen by validation accuracy when classifying, by validation loss when pretraining.
-    score = (lambda m: -m["loss"]) if objective.pretraining else (lambda m: m["accuracy"])
 
     train_iter = pipeline.TrainIterator(data["train"], config.batch_size, seed=config.seed,
                                         process_index=jax.process_index(), process_count=jax.process_count())
-    manager = make_manager(workdir / "checkpoints", config.keep_checkpoints)
-    writer = MetricWriter(workdir, is_main)
+    with contextlib.ExitStack() as cleanup:
+        manager = make_manager(workdir / "checkpoints", config.keep_checkpoints)
+        cleanup.callback(manager.close)
+        writer = MetricWriter(workdir, is_main)
+        cleanup.callback(writer.close)
+        return _loop(config, workdir, data, mesh, steps, state, objective, train_iter, manager, writer, dropout_rng)
+
+
+def _loop(config, workdir, data, mesh, steps, state, objective, train_iter, manager, writer, dropout_rng):
+    is_main = jax.process_index() == 0
+    # Checkpoints are chosen by validation accuracy when classifying, by validation loss when pretraining.
+    score = (lambda m: -m["loss"]) if objective.pretraining else (lambda m: m["accuracy"])
     best_val = None  # best validation score so far (None: no finite evaluation yet)
     window, window_steps = None, 0  # train metric sums since the last log line, and how many steps they cover
     watch = _FiniteWatch(config.max_nonfinite_steps)
@@ -234,7 +243,6 @@ def _train(config, workdir: Path, task: tasks.TaskSpec, objective: objectives.Ob
     def check_finite(step):
         hit = watch.check()
         if hit is not None:
-            writer.close()
             raise _nonfinite_error(config, hit, watch, last_good)
 
     def checkpoint_meta():
@@ -257,18 +265,20 @@ def _train(config, workdir: Path, task: tasks.TaskSpec, objective: objectives.Ob
         last = step == config.num_train_steps
         is_log, is_eval, is_ckpt = (step % config.log_every == 0 or last, step % config.eval_every == 0 or last,
                                     step % config.checkpoint_every == 0 or last)
-        if watch.due() or is_log or is_eval or is_ckpt:
-            check_finite(step)
         if is_log:
             w = jax.device_get(window)
             m = objectives.summarize(w)
-            applied = max(window_steps - float(w["nonfinite"]), 1.0)
-            m = {"loss": m["loss"], "accuracy": m["accuracy"], "grad_norm": float(w["grad_norm"]) / applied,
-                 "aux_loss": float(w["aux_loss"]) / applied, "nonfinite_steps": int(w["nonfinite"]),
-                 "examples_per_s": n_seen / (time.perf_counter() - t0)}
+            applied = window_steps - float(w["nonfinite"])
+            m = {"loss": m["loss"], "accuracy": m["accuracy"], "grad_norm": float(w["grad_norm"]) / max(applied, 1),
+                 "aux_loss": float(w["aux_loss"]) / max(applied, 1)}
+            if applied == 0:  # every step of the window was skipped: no value, not a misleading 0
+                m = {k: float("nan") for k in m}
+            m.update(nonfinite_steps=int(w["nonfinite"]), examples_per_s=n_seen / (time.perf_counter() - t0))
             writer.write(step, "train", m)
             bar.set_postfix(loss=f"{m['loss']:.4f}", acc=f"{m['accuracy']:.3f}", ex_s=f"{m['examples_per_s']:.0f}")
             window, window_steps, t0, n_seen = None, 0, time.perf_counter(), 0
+        if watch.due() or is_log or is_eval or is_ckpt:
+            check_finite(step)
         new_best = False
         if is_eval:
             val = evaluate(steps, state, data["val"], config.eval_batch_size)
