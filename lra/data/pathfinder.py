@@ -353,6 +353,7 @@ def load_examples(directory, resolution: int, *, workers: int = 0, cache_dir=Non
         index["png"][kept], index["pixels"][kept] = png_sums, pixel_sums
         if use_cache:
             index_file.unlink(missing_ok=True)  # the index goes in last: a cache without one is never used
+            os.chmod(tmp, 0o644)  # as readable as the images (mkstemp made it private)
             os.replace(tmp, cache)
             tmp = None
             atomic_write(index_file, lambda f: np.save(f, index))
