@@ -103,23 +103,6 @@ def test_checkpoint_of_another_model_is_a_clear_error(tmp_path, monkeypatch):
         trainer.train_and_evaluate(toy.config(num_train_steps=4, **{"model.d_model": 32}), tmp_path)
 
 
-def test_parameter_groups():
-    params = {"encoder": {"block0": {"mixer": {"ssm_log_dt": 1, "kernel_c": 2, "bias": 3, "nd_query": 4},
-                                     "norm0": {"scale": 5}}}, "head": {"out": {"kernel": 6}}}
-    labels = trainer.label_params(params)
-    assert labels == {"encoder": {"block0": {"mixer": {"ssm_log_dt": "ssm", "kernel_c": "default", "bias": "no_decay",
-                                                       "nd_query": "no_decay"}, "norm0": {"scale": "no_decay"}}},
-                      "head": {"out": {"kernel": "default"}}}
-
-
-def test_schedule_warms_up_then_decays():
-    config = toy.config(**{"optimizer.warmup_steps": 10})
-    sched = trainer.make_schedule(config.optimizer, 1.0, 110)
-    assert float(sched(0)) == 0.0 and float(sched(5)) == pytest.approx(0.5)
-    assert float(sched(10)) == pytest.approx(1.0) and float(sched(110)) == pytest.approx(0.0, abs=1e-6)
-    assert float(sched(60)) == pytest.approx(0.5, abs=1e-6)
-
-
 def test_a_run_that_failed_before_its_first_checkpoint_can_be_rerun_with_a_fixed_config(tmp_path, monkeypatch):
     toy.register(monkeypatch)
     from lra import tasks
