@@ -1,38 +1,47 @@
 """A fast reimplementation of the Pathfinder generator (Linsley, Kim et al. 2018; PF ``snakes2.py``) used by LRA.
 
-The algorithm (data.md section 7), per image:
+The algorithm, per image:
 
 1. ``label`` ~ {0, 1}; a margin ``m`` from the resolution's margin list.
 2. **Dash**: a straight segment of ``L = paddle_length`` pixels drawn at ``aa = 2`` times the resolution as a line of
    width ``round(thickness * aa)`` and Lanczos-downsampled (``paint``); its occupancy (``mask``) is the same line
    dilated by a disc of radius ``m * aa``, downsampled. Every dash starts on an integer pixel, so a dash's stamps
    depend on its angle only: they are rendered once per angle and cached (:class:`Kit`).
-3. **Two targets** of ``contour_length`` dashes. Seed 1: heading = integer degrees in [-180, 180), start uniform over
-   the pixels where the dash's fully occupied core lies inside the central box at least ``2 * seed_distance`` from
-   every edge; seed 2: ``seed_distance`` away from seed 1 at an integer-degree bearing, own heading, only checked to
-   lie inside the image. The two then grow alternately, one dash each per round. **Growth**: the pivot is the
+3. **Seed test** (PF ``seed_snake``): a start is free iff the dash's fully occupied core, used as an OpenCV
+   dilation kernel on the occupancy, finds only free pixels; pixels off the image do not count, except that
+   OpenCV pads a dilation with the lowest value, so if some image pixel has *every* core offset off the image the
+   dilation holds -DBL_MAX there and PF finds **no start for that heading at all** (:func:`seed_heading_valid`).
+   At 32 x 32 only 30 of the 360 headings (-150 to -121 degrees) survive that, at 64 x 64 95, at 128 x 128 354
+   (margin 2) or all; a seed with another heading fails, so most distractor seeds fail at 32 x 32.
+   **Two targets** of ``contour_length`` dashes. Seed 1: heading = integer degrees in [-180, 180), start uniform
+   over the free starts, with everything but the central box at least ``2 * seed_distance`` from every edge
+   occupied; seed 2: ``seed_distance`` away from seed 1 at an integer-degree bearing, own heading, only checked to
+   lie inside the image. The two then grow alternately, one dash each per round, against one occupancy map that
+   holds every dash but both targets' newest (as PF's ``two_snakes``; the first target's last dash never enters
+   it, so distractors do not see it either). **Growth**: the pivot is the
    previous dash end + ``m`` along the heading; candidates are the integer pixels on the circle of radius ``L + m``
    around it (1-pixel arc steps, off-canvas dropped), weighted by ``(1 - occupancy dilated by radius m) *
    max(cos(min(continuity * turn, pi / 2)), 0) ** 2`` (so a turn of 90 / continuity degrees or more is never drawn);
    the new dash runs from the candidate back towards the pivot, covering pivot + m*u .. pivot + (L+m)*u (a gap of
    about 2m between dashes). It is accepted if occupancy + its mask stays below 1.8 everywhere; up to 3 draws, and
    any failure restarts both targets.
-4. **Distractors**: ``num_distractor_snakes`` snakes of ``distractor_length`` dashes, seeded uniformly where the dash
-   core is free, grown by the same rule; up to 5 tries each, then skipped; no new snake once under 1% of the
-   image is free.
+4. **Distractors**: ``num_distractor_snakes`` snakes of ``distractor_length`` dashes, seeded uniformly over the free
+   starts of a random heading (the seed test), grown by the same rule; up to 5 tries each, then skipped; no new
+   snake once under 1% of the image is free.
 5. **Markers**: discs of radius ``marker_radius`` (drawn at 2x, downsampled, intensity 1) at the start of target
    ``o`` and at the far end of target ``o`` (label 1) or of the other target (label 0).
-6. Intensities: targets ``paddle_contrast * snake_contrast``, distractors ``snake_contrast``; image = max of all;
-   saved as PNG after the bytescale of ``scipy.misc.imsave`` (min -> 0, max -> 255, rounded).
+6. Intensities: targets ``paddle_contrast * snake_contrast``, distractors ``snake_contrast``, each dash rounded to
+   float32 as PF's canvases are; image = max of all; saved as PNG after the bytescale of ``scipy.misc.imsave``
+   (min -> 0, max -> 255, rounded) (:func:`compose`).
 
-Differences from PF, all deliberate: (a) PF's occupancy map misses the *other* target's newest dash while a target
-grows, and never receives the first target's last dash; here each growing snake sees every dash but its own newest
-(the rule PF intends), so the margin rule holds between the targets as between any two dashes (with margin 1 it still
-lets thin dashes pass within a pixel: benchmarks/results/pathfinder_gen.md, "targets touching"). (b) Randomness is
-NumPy's ``Generator``, seeded per image from ``(seed, resolution, contour_length, index)``: an image depends on its
-index only, so the output is byte-identical whatever the number of worker processes. (c) Pillow's current Lanczos and
-line drawing stand in for the 2018 scipy/PIL ones. (d) Contrast lists are single values (as in every LRA setting). (e)
-Seed 2 must also have its start inside the image (PF checks only the dash's end and pivot).
+Checked against PF itself (``benchmarks/pathfinder_faithfulness.py`` runs the 2018 code in a separate environment):
+the seed cores and valid headings are identical at every resolution, and per-image statistics of a few hundred
+images per set agree within sampling noise (benchmarks/results/pathfinder_faithfulness.md).
+Differences from PF, all deliberate: (a) Randomness is NumPy's ``Generator``, seeded per image from ``(seed,
+resolution, contour_length, index)``: an image depends on its index only, so the output is byte-identical whatever
+the number of worker processes. (b) Pillow's current Lanczos and line drawing stand in for the 2018 scipy/PIL ones.
+(c) Contrast lists are single values (as in every LRA setting). (d) Seed 2 must also have its start inside the image
+(PF checks only the dash's end and pivot; with seed 1 in the central box that never binds).
 Exact LRA images cannot be reproduced (unknown seeds, Python 2, old scipy): the goal is the same distribution.
 
 Speed (PF: about 0.4 s per pf32 image, 3.5 s per Path-X image on one core): most of the time goes into failed
@@ -53,7 +62,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 # Per-resolution settings: LRA ``data/pathfinder.py`` docstrings, PF ``snakes2_wrapper.py`` defaults where LRA says
-# nothing (data.md section 7). ``distractor_k``: num_distractor_snakes = distractor_k // distractor_length.
+# nothing. ``distractor_k``: num_distractor_snakes = distractor_k // distractor_length.
 RESOLUTIONS = {
     32: dict(padding=1, seed_distance=7, margins=(1,), paddle_length=2, thickness=0.5, marker_radius=1.5,
              continuity=1.0, snake_contrast=2.0, paddle_contrast=0.75, distractor_k=20),
@@ -70,7 +79,7 @@ DIFFICULTIES = {
     "intermediate": ("curv_contour_length_9", 9, 3),
     "hard": ("curv_contour_length_14", 14, 4),
 }
-VERSION = "1"  # bump when the output for a given seed changes
+VERSION = "2"  # bump when the output for a given seed changes (2: PF's seed rule at the border, shared map, float32)
 ANTIALIAS = 2
 MAX_PIXEL = 255
 ACCEPT_BELOW = 459  # PF accepts a dash while occupancy + its mask < 1.8, i.e. < 1.8 * 255 in our integer units
@@ -118,7 +127,7 @@ def params_for(resolution: int, difficulty: str = "hard", num_distractor_snakes:
     """The LRA settings of one resolution and difficulty.
 
     ``num_distractor_snakes`` defaults to ``distractor_k // 2``: PF's wrapper computes it once from the baseline
-    distractor length before looping over contour lengths 9 and 14 (data.md section 7); pass a number to override.
+    distractor length before looping over contour lengths 9 and 14; pass a number to override.
     """
     if resolution not in RESOLUTIONS:
         raise ValueError(f"unknown Pathfinder resolution {resolution}; expected one of {sorted(RESOLUTIONS)}")
@@ -234,20 +243,27 @@ class Kit:
             ys, xs = np.nonzero(window == MAX_PIXEL)
             self.cores.append(np.stack([ys - half, xs - half], 1))
         self.core_flat = [o[:, 0] * W + o[:, 1] for o in self.cores]
-        # the first target's seed: only the band of 2 * seed_distance is occupied. The free starts of heading h are
-        # the rectangle [y0, y1] x [x0, x1] where the whole core lies inside the box (empty if y0 > y1 or x0 > x1),
-        # plus, since PF ignores pixels off the image, starts near the edge whose core lies entirely off it
-        # (:meth:`seed_extras`)
+        # OpenCV pads a dilation with the lowest value, so an image pixel whose core offsets all fall off the image
+        # dilates to -DBL_MAX, and PF's ``find_available_coordinates`` (``if np.min(mask) < 0: return 0``) then finds
+        # no start at all for that heading: the seed fails. ``valid[h]``: heading h can seed at this resolution.
+        self.valid = np.array([seed_heading_valid(o, R) for o in self.cores])
+        # the first target's seed: only the band of 2 * seed_distance is occupied. The free starts of a valid
+        # heading h are the rectangle [y0, y1] x [x0, x1] where the whole core lies inside the box (empty if y0 > y1
+        # or x0 > x1), plus, since the dilation ignores pixels off the image, starts near the edge whose core pixels
+        # in the image all lie in the box (:meth:`seed_extras`); an invalid heading has none
         self.band = band = min(2 * p.seed_distance, R)
         self.box = np.array([[band - o[:, 0].min(), R - band - 1 - o[:, 0].max(),
                               band - o[:, 1].min(), R - band - 1 - o[:, 1].max()] for o in self.cores])
         self.box_size = np.maximum(self.box[:, 1] - self.box[:, 0] + 1, 0) * \
-            np.maximum(self.box[:, 3] - self.box[:, 2] + 1, 0)
+            np.maximum(self.box[:, 3] - self.box[:, 2] + 1, 0) * self.valid
         self._extras: list = [None] * 360
 
     def seed_extras(self, h: int) -> np.ndarray:
         """[n, 2] first-seed starts of heading h outside the rectangle: those within reach of the edge whose
-        core pixels are all off the image or inside the box (PF's dilation ignores pixels off the image)."""
+        core pixels in the image all lie inside the box (the dilation ignores pixels off the image; a valid heading
+        leaves no start with its whole core off the image). None for an invalid heading."""
+        if self._extras[h] is None and not self.valid[h]:
+            self._extras[h] = np.zeros((0, 2), np.int64)
         if self._extras[h] is None:
             R, b, off = self.R, self.band, self.cores[h]
             D = int(np.abs(off).max()) + 1
@@ -429,11 +445,10 @@ class _Renderer:
         L = self.p.contour_length
         hist = np.zeros((3, 2, A, L), np.int64)  # (y, x, h) of every dash
         hist[:, :, :, 0] = np.stack([ny, nx, nh])
-        # 2A maps: map s*A + a holds every dash of attempt a but snake s's newest
-        occ = self.kit.maps(2 * A, self.border())
-        offset = np.arange(2 * A).reshape(2, A) * WW
-        self.stamp(occ, np.concatenate([offset[0], offset[1]]), np.concatenate([ny[1], ny[0]]),
-                   np.concatenate([nx[1], nx[0]]), np.concatenate([nh[1], nh[0]]))
+        # A maps, as PF's one ``current_mask`` per attempt: map a holds every dash of attempt a but both snakes'
+        # newest (both snakes grow against it; ``offset[s, a]`` is map a for either s)
+        occ = self.kit.maps(A, self.border())
+        offset = np.stack([np.arange(A) * WW] * 2)
         live = np.arange(A)  # attempts still alive
         for seg in range(1, L):
             for s in (0, 1):
@@ -442,7 +457,7 @@ class _Renderer:
                     return None
                 hist[:, s, live, seg] = ny[s, live], nx[s, live], nh[s, live]
         a = int(live[0])
-        self.stamp(occ, offset[0, [a]], ny[0, [a]], nx[0, [a]], nh[0, [a]])
+        self.stamp(occ, offset[1, [a]], ny[1, [a]], nx[1, [a]], nh[1, [a]])  # PF adds the second target's last dash
         contours = [Contour(hist[0, s, a].tolist(), hist[1, s, a].tolist(), hist[2, s, a].tolist()) for s in (0, 1)]
         return contours, occ[offset[0, a]:offset[0, a] + WW].copy(), int(slots[a])
 
@@ -460,9 +475,8 @@ class _Renderer:
                     for q in seeds]
             snakes.append(pair)
             contours.append([Contour([t.ny], [t.nx], [t.nh]) for t in pair])
-            occs.append([border.copy(), border.copy()])
-            self.stamp_one(occs[a][0], pair[1].ny, pair[1].nx, pair[1].nh)
-            self.stamp_one(occs[a][1], pair[0].ny, pair[0].nx, pair[0].nh)
+            shared = border.copy()  # PF's one map per attempt: every dash but both snakes' newest
+            occs.append([shared, shared])
         live = list(range(slots.size))
         for _ in range(1, self.p.contour_length):
             for s in (0, 1):
@@ -486,15 +500,13 @@ class _Renderer:
                     self.accept(snake, occs[a][s], cy, cx, chosen[a])
                     contours[a][s].ys.append(snake.ny), contours[a][s].xs.append(snake.nx)
                     contours[a][s].hs.append(snake.nh)
-                    self.stamp_one(occs[a][1 - s], snake.ny, snake.nx, snake.nh)
         a = live[0]
-        self.stamp_one(occs[a][0], snakes[a][0].ny, snakes[a][0].nx, snakes[a][0].nh)
+        self.stamp_one(occs[a][1], snakes[a][1].ny, snakes[a][1].nx, snakes[a][1].nh)  # the second's last dash
         return contours[a], occs[a][0], int(slots[a])
 
     def _extend(self, s, live, py, px, hh, ny, nx, nh, occ, offset):
-        """PF ``extend_snake`` for snake ``s`` of every live attempt, against map ``offset[s]`` (every dash but the
-        snake's newest). On success the snake's previous dash joins its map and the new one the other snake's map.
-        Returns the attempts still alive."""
+        """PF ``extend_snake`` for snake ``s`` of every live attempt, against map ``offset[s]`` (every dash but both
+        snakes' newest). On success the snake's previous dash joins the map. Returns the attempts still alive."""
         k, rng, R, W, P = self.kit, self.rng, self.kit.R, self.kit.W, self.kit.P
         h = hh[s, live]
         cy = np.ceil(py[s, live] + k.step_y[h]).astype(np.int64)  # the new pivot
@@ -524,9 +536,7 @@ class _Renderer:
         keep = chosen >= 0
         live, chosen, cy, cx = live[keep], chosen[keep], cy[keep], cx[keep]
         y, x = cy + k.cand_y[chosen], cx + k.cand_x[chosen]
-        self.stamp(occ, np.concatenate([offset[s, live], offset[1 - s, live]]),  # previous -> mine, new -> other's
-                   np.concatenate([ny[s, live], y]), np.concatenate([nx[s, live], x]),
-                   np.concatenate([nh[s, live], 360 + chosen]))
+        self.stamp(occ, offset[s, live], ny[s, live], nx[s, live], nh[s, live])  # the previous dash joins the map
         ny[s, live], nx[s, live] = y, x
         nh[s, live] = hh[s, live] = 360 + chosen
         py[s, live], px[s, live] = cy, cx
@@ -621,6 +631,8 @@ class _Renderer:
         """A uniform draw from the starts whose seed core (heading h) avoids ``blocked``, or None: rejection
         sampling (the first free one of iid uniform draws is uniform over the free set), then exact enumeration."""
         k, R, P, W = self.kit, self.kit.R, self.kit.P, self.kit.W
+        if not k.valid[h]:
+            return None
         for _ in range(rounds):
             yx = self.rng.integers(0, R, size=(draws, 2))
             base = (yx[:, 0] + P) * W + yx[:, 1] + P
@@ -668,14 +680,43 @@ class Snake:
     nh: int
 
 
+def seed_heading_valid(offsets: np.ndarray, R: int) -> bool:
+    """Does PF's seed test give heading h any start at all on an R x R image? ``offsets`` [n, 2]: the core's
+    (dy, dx) from the start (the dilation kernel's nonzero entries relative to its anchor). OpenCV's dilation reads
+    ``src[y + dy, x + dx]`` and pads with the lowest value, so a pixel (y, x) with every ``(y + dy, x + dx)`` off the
+    image comes out -DBL_MAX, and one such pixel makes PF's ``find_available_coordinates`` return no start for the
+    heading. Valid iff every pixel has an offset landing inside (an empty core: never)."""
+    hit = np.zeros((R, R), bool)
+    for dy, dx in np.asarray(offsets).reshape(-1, 2).tolist():
+        hit[max(0, -dy):min(R, R - dy), max(0, -dx):min(R, R - dx)] = True
+    return bool(hit.all())
+
+
 def free_starts(kit: Kit, blocked: np.ndarray, h: int) -> np.ndarray:
-    """Exact PF seed test: every (y, x) whose seed core (heading h) avoids ``blocked`` (flat padded bool map)."""
+    """Exact PF seed test: every (y, x) whose seed core (heading h) avoids ``blocked`` (flat padded bool map; pixels
+    off the image count as free), or none if heading h is not valid (:func:`seed_heading_valid`)."""
     P, R, W = kit.P, kit.R, kit.W
+    if not kit.valid[h]:
+        return np.zeros((0, 2), np.int64)
     grid = blocked.reshape(W, W)
     hit = np.zeros((R, R), bool)
     for dy, dx in kit.cores[h]:
         hit |= grid[P + dy:P + dy + R, P + dx:P + dx + R]
     return np.argwhere(~hit)
+
+
+def compose(p: Params, target_paint, distractor_paint: np.ndarray, markers: np.ndarray) -> np.ndarray:
+    """The saved image from the uint8 paints: PF places each dash's paint (``uint8 / 255 * contrast``, float64) into
+    a float32 image (``draw_line_n_mask``'s PIL mode 'F' canvas), takes the float64 max of the snakes' images and
+    the markers (``uint8 / 255``), and ``imsave`` bytescales that in float64. The float32 step moves some pixels one
+    grey level off a float64 composition (at pf32, 20 of the 256 target levels)."""
+    def snake(paint, contrast):
+        return (paint / MAX_PIXEL * contrast).astype(np.float32).astype(np.float64)
+
+    contrast = p.paddle_contrast * p.snake_contrast
+    image = np.maximum.reduce([snake(t, contrast) for t in target_paint]
+                              + [snake(distractor_paint, p.snake_contrast), markers / MAX_PIXEL])
+    return _bytescale(image)
 
 
 def _bytescale(image: np.ndarray) -> np.ndarray:
@@ -686,10 +727,12 @@ def _bytescale(image: np.ndarray) -> np.ndarray:
 
 
 # attempts at the two targets run in lockstep, this many per batch (fixed per resolution: the output must not depend
-# on anything but the seed). Mean attempts per image (benchmarks/results/pathfinder_gen.md): pf32 about 70, pf64
-# about 1,000, Path-X about 650 (median about 280), pf256 about 9. Sizes: the fastest of 2-4 timed per resolution
-# (CPU time per image: 32: 32/64/128; 64: 256/512/1024; 128: 32/64/128/256; 256: 8/16/32, within noise of 16).
-BATCH = {32: 64, 64: 512, 128: 128, 256: 16}
+# on anything but the seed). Most attempts die at the first seed when few headings can seed (30 of 360 at 32, 95 at
+# 64), which costs little in a batch. Mean attempts per image (benchmarks/results/pathfinder_gen.md): pf32 about 300,
+# pf64 several thousand, Path-X about 500, pf256 about 9. Sizes: the fastest of 3-4 timed per resolution (CPU time
+# per image: 32: 64/256/384/512/768/1024, 384-768 within noise; 64: 256/512/1024/2048; 128: 64/128/256; 256:
+# 8/16/32, within noise of 16).
+BATCH = {32: 512, 64: 512, 128: 128, 256: 16}
 
 
 def image_rng(seed: int, p: Params, index: int) -> np.random.Generator:
@@ -733,10 +776,7 @@ def render(p: Params, rng: np.random.Generator, *, geometry: bool = False, batch
     markers = r.markers([first, second])
     target_paint = [r.canvas([t]) for t in targets]
     distractor_paint = r.canvas(distractors)
-    contrast = p.paddle_contrast * p.snake_contrast
-    image = np.maximum.reduce([target_paint[0] / MAX_PIXEL * contrast, target_paint[1] / MAX_PIXEL * contrast,
-                               distractor_paint / MAX_PIXEL * p.snake_contrast, markers / MAX_PIXEL])
-    out = Sample(_bytescale(image), label, margin)
+    out = Sample(compose(p, target_paint, distractor_paint, markers), label, margin)
     if geometry:
         P, R, W = kit.P, kit.R, kit.W
         out.geometry = dict(
