@@ -28,7 +28,8 @@ pixels), a difference tests check.
 Splits (official: TFDS ``train[:90%]``, ``train[90%:]``, ``test``): train = the first 45,000 of the 50,000 training
 images in file order (``data_batch_1`` .. ``data_batch_5``), val = the last 5,000 (``data_batch_5``), test = the
 10,000 of ``test_batch``. TFDS serves records in its own shuffled order, so its 5,000 validation images are a
-different random 10% (not reproducible without TFDS); the test split is the same.
+different random 10% (not reproducible without TFDS); the test split is the same. A split left empty (a cut-down
+set too small for a validation image) is an error naming the source.
 
 Inputs (``tokenize``): ``True`` -> int32 tokens ``[N, 1024]`` = the gray level 0-255 itself, vocabulary 256 (as the
 official pipeline; no id is reserved for padding: every sequence is full, ``lengths`` = 1,024, and the mask, not the
@@ -195,8 +196,12 @@ def load_split(data_dir, split: str, *, tokenize: bool = True) -> dict[str, np.n
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
     rgb, labels = read_batches(data_dir, TEST_BATCHES if split == "test" else TRAIN_BATCHES)
     if split != "test":
-        cut = int(round(len(rgb) * (1 - VAL_FRACTION)))  # 45,000 of 50,000
+        n = len(rgb)
+        cut = int(round(n * (1 - VAL_FRACTION)))  # 45,000 of 50,000
         rgb, labels = (rgb[:cut], labels[:cut]) if split == "train" else (rgb[cut:], labels[cut:])
+        if not len(rgb):
+            raise ValueError(f"{find_source(data_dir)[1]}: the {split} split is empty ({n} training image(s), "
+                             f"{cut} for train and the rest for val)")
     gray = np.concatenate([to_gray(rgb[a:a + 5000]) for a in range(0, len(rgb), 5000)]) if len(rgb) else \
         np.zeros((0, SEQ_LEN), np.uint8)
     if tokenize:

@@ -13,7 +13,8 @@ Tasks: "Pathfinder" = pathfinder32 ``curv_contour_length_14``, "Path-X" = pathfi
 (S4/S5 usage; LRA's code does not pin the difficulty); 64, 256 and the other difficulties through the config.
 
 Split: one permutation of all images, ``np.random.default_rng(split_seed)``, ``split_seed = 42`` (S4's seed; S4 uses
-torch's generator, so the members differ), cut into 80% train, 10% val, 10% test (val and test ``int(0.1 N)``).
+torch's generator, so the members differ), cut into 80% train, 10% val, 10% test (val and test ``int(0.1 N)``);
+loading a split left empty (a set of fewer than 10 images) is an error naming the directory.
 
 Inputs (``tokenize``): 256 tokens (the pixel's level; LRA's setting) as int32 ``[N, R*R]``, or continuous
 ``x / 255`` in [0, 1] as float32 ``[N, R*R, 1]`` (S4's ``center: False``); ``center=True`` maps to [-1, 1] (S5).
@@ -485,6 +486,10 @@ def load_split(directory, split: str, resolution: int, *, tokenize: bool = False
         raise ValueError(f"unknown Pathfinder split {split!r}; expected one of {SPLITS}")
     images, labels = load_examples(directory, resolution, workers=workers, cache_dir=cache_dir, progress=progress)
     idx = split_indices(len(labels), split_seed)[split]
+    if not len(idx):
+        raise ValueError(f"{directory}: the {split} split is empty: {len(labels)} image(s) give train / val / test "
+                         f"{', '.join(str(len(v)) for v in split_indices(len(labels), split_seed).values())} "
+                         f"(80/10/10); every split needs at least 10 images in all")
     return {"inputs": PixelSequences(images, idx, tokenize=tokenize, center=center),
             "lengths": np.full(len(idx), resolution * resolution, np.int32), "labels": labels[idx]}
 

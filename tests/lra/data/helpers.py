@@ -18,3 +18,24 @@ def train_tiny(config: str, workdir: Path, data_dir: Path, **overrides) -> dict:
     proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((Path(workdir) / "final_eval.json").read_text())
+
+
+def pathfinder_copy(src: Path, dst: Path, num_images: int) -> Path:
+    """A copy of the release-format directory ``src`` (``metadata/``, ``imgs/``) at ``dst``, topped up to
+    ``num_images`` listed images with copies of its non-empty PNGs (as ``imgs/99/sample_<k>.png``, listed in
+    ``metadata/99.npy``), so that every 80/10/10 split has an image."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    rows = [line.split() for f in sorted((dst / "metadata").glob("*.npy")) for line in f.read_text().splitlines()
+            if line.strip()]
+    full = [r for r in rows if (dst / r[0] / r[1]).stat().st_size]
+    extra = []
+    (dst / "imgs" / "99").mkdir()
+    for k in range(max(0, num_images - len(rows))):
+        r = full[k % len(full)]
+        shutil.copyfile(dst / r[0] / r[1], dst / "imgs" / "99" / f"sample_{k}.png")
+        extra.append(" ".join(["imgs/99", f"sample_{k}.png", str(k)] + r[3:]))
+    if extra:
+        (dst / "metadata" / "99.npy").write_text("\n".join(extra) + "\n")
+    return dst

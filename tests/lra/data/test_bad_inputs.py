@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from PIL import Image
 from lra import tasks
 from lra.data import image, listops, prepare, retrieval, text
 from lra.data import pathfinder as pf
+from tests.lra.data.helpers import pathfinder_copy
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -181,10 +183,30 @@ def test_cifar_archive_with_a_damaged_gzip_trailer_is_refused(fixtures_dir, tmp_
 
 @pytest.fixture
 def pf_copy(fixtures_dir, tmp_path) -> Path:
-    src = fixtures_dir / "lra_release" / "pathfinder32" / "curv_contour_length_14"
-    dst = tmp_path / "lra_release" / "pathfinder32" / "curv_contour_length_14"
-    shutil.copytree(src, dst)
-    return dst
+    """The release fixture's 6 images topped up to 10, so that val and test have one each."""
+    return pathfinder_copy(fixtures_dir / "lra_release" / "pathfinder32" / "curv_contour_length_14",
+                           tmp_path / "lra_release" / "pathfinder32" / "curv_contour_length_14", 10)
+
+
+def test_a_pathfinder_set_too_small_for_a_split_is_an_error_naming_it(fixtures_dir, tmp_path):
+    d = tmp_path / "curv_contour_length_14"
+    shutil.copytree(fixtures_dir / "lra_release" / "pathfinder32" / "curv_contour_length_14", d)
+    assert len(pf.load_split(d, "train", 32, workers=1, progress=False)["labels"]) == 6
+    with pytest.raises(ValueError, match=rf"^{d}: the val split is empty: 6 image\(s\) give train / val / test "
+                                         rf"6, 0, 0"):
+        pf.load_split(d, "val", 32, workers=1, progress=False)
+
+
+def test_a_cifar_set_too_small_for_a_validation_split_is_an_error_naming_it(tmp_path):
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    for name in image.TRAIN_BATCHES + image.TEST_BATCHES:  # one training image in all: train 1, val none
+        n = 1 if name in ("data_batch_1", "test_batch") else 0
+        batch = {b"data": np.zeros((n, 3072), np.uint8), b"labels": [3] * n}
+        (d / name).write_bytes(pickle.dumps(batch, protocol=4))
+    assert image.load_split(tmp_path, "train")["labels"].tolist() == [3]
+    with pytest.raises(ValueError, match=rf"^{d}: the val split is empty \(1 training image\(s\), 1 for train"):
+        image.load_split(tmp_path, "val")
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -221,6 +243,7 @@ def test_png_changed_after_the_decoded_cache_exists_is_noticed(pf_copy):
 KILLED_DECODE = """
 import os, signal, sys
 from lra.data import pathfinder as pf
+from tests.lra.data.helpers import pathfinder_copy
 real = pf._decode_chunk
 def dies(directory, paths, resolution, target, start):
     real(directory, paths[:1], resolution, target, start)  # the temporary file exists and is being filled
@@ -235,12 +258,12 @@ def test_a_decode_killed_outright_leaves_a_temporary_file_the_next_run_removes(p
                           timeout=120)
     assert proc.returncode == -9, proc.stderr[-2000:]
     (left,) = [p for p in pf_copy.iterdir() if p.name.endswith(".tmp")]
-    assert left.name.startswith(".decoded-") and left.stat().st_size > 6 * 32 * 32  # full size, as in a real run
+    assert left.name.startswith(".decoded-") and left.stat().st_size > 10 * 32 * 32  # full size, as in a real run
     assert not list(pf_copy.glob("decoded-*"))  # nothing that looks complete
     with pytest.warns(UserWarning, match=rf"removed {left} \([0-9,]+ bytes\), a temporary file left by an "
                                          rf"interrupted run"):
         images, _ = pf.load_examples(pf_copy, 32, workers=1, progress=False)
-    assert not left.exists() and images.shape == (6, 32, 32)
+    assert not left.exists() and images.shape == (10, 32, 32)
     assert not [p for p in pf_copy.iterdir() if p.name.endswith(".tmp")]
 
 

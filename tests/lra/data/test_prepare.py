@@ -8,6 +8,7 @@ import pytest
 
 from lra.data import pathfinder as pf
 from lra.data import prepare
+from tests.lra.data.helpers import pathfinder_copy
 
 # task -> (fixture folders copied into data_dir, overrides)
 CASES = {
@@ -16,7 +17,7 @@ CASES = {
     "retrieval": (["lra_release/tsv_data"], {}),
     "image": (["originals/cifar-10-batches-bin"], {}),
     "pathfinder": ([], {"data.num_images": "30", "data.workers": "1"}),
-    "pathx": (["lra_release/pathfinder128"], {"data.source": "release"}),
+    "pathx": ([], {"data.source": "release"}),  # the release fixture's 2 images topped up to 10 (below)
 }
 
 
@@ -42,6 +43,9 @@ def _copy(fixtures_dir, folders, data_dir):
 def test_every_task_is_prepared_with_a_manifest(task, fixtures_dir, tmp_path):
     folders, overrides = CASES[task]
     _copy(fixtures_dir, folders, tmp_path)
+    if task == "pathx":  # every split needs an image
+        pathfinder_copy(fixtures_dir / "lra_release/pathfinder128/curv_contour_length_14",
+                        tmp_path / "pathfinder128/curv_contour_length_14", 10)
     config = _config(task, tmp_path, overrides.items())
     path = prepare.prepare(config, progress=False)
     assert path.parent == tmp_path / "prepared" and path.name.startswith(f"{task}-")
