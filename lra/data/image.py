@@ -156,8 +156,9 @@ def find_source(data_dir) -> tuple[str, Path]:
             if path.is_dir() if path.name == FOLDERS[kind] else path.is_file():
                 return kind, path
     raise FileNotFoundError(
-        f"no CIFAR-10 under {root}: looked for {', '.join(map(str, looked))}; download {URL} (or the Python "
-        f"version, cifar-10-python.tar.gz) into {root}; unpacking it is optional")
+        f"no CIFAR-10 under {root}: looked for {', '.join(map(str, looked))}; `python -m lra.data.prepare "
+        f"--task=image --download --data_dir={root}` fetches and checks it (or download {URL}, or the Python "
+        f"version, cifar-10-python.tar.gz, into {root} yourself; unpacking it is optional)")
 
 
 def read_batches(data_dir, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:

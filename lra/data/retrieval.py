@@ -74,8 +74,9 @@ def find_release_dir(data_dir) -> Path:
             return d
     raise FileNotFoundError(
         f"no AAN pairs (tsv_data/new_aan_pairs.*.tsv) under {root}: looked for "
-        f"{', '.join(str(d / 'tsv_data') for d in looked)}; download the LRA release {URL} and unpack it "
-        f"(tar xzf lra_release.gz) there, or point config.data.data_dir at its lra_release/ folder")
+        f"{', '.join(str(d / 'tsv_data') for d in looked)}; `python -m lra.data.prepare --task=retrieval "
+        f"--download --data_dir={root}` fetches the LRA release ({URL}) and extracts only these files, or unpack "
+        f"it (tar xzf lra_release.gz) there yourself, or point config.data.data_dir at its lra_release/ folder")
 
 
 def read_tsv(path, decode_literals: bool = True) -> tuple[list[bytes], list[bytes], np.ndarray]:

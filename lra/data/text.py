@@ -194,7 +194,8 @@ def find_source(data_dir) -> Path:
             return candidate
     raise FileNotFoundError(
         f"no IMDB reviews under {root}: looked for {root / 'aclImdb'}/ (the unpacked archive) and {root / ARCHIVE}; "
-        f"download {URL} into {root} (unpacking it is optional) or point config.data.data_dir at it")
+        f"`python -m lra.data.prepare --task=text --download --data_dir={root}` fetches and checks it (or download "
+        f"{URL} into {root} yourself; unpacking it is optional), or point config.data.data_dir at it")
 
 
 def _folder_fingerprint(folder: Path) -> list:
