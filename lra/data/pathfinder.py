@@ -240,8 +240,8 @@ def _read_cache(cache: Path, index_file: Path, directory: Path, items, sizes, mt
         return None, None, f"its index {index_file.name} does not list the {len(items)} images of the metadata"
     moved = np.flatnonzero((index["size"] != sizes) | (index["mtime_ns"] != mtimes))
     if len(moved):  # touched or replaced: compare the bytes with the digests recorded at decoding
-        changed = [int(i) for i in moved if sizes[i] != index["size"][i] or
-                   hashlib.sha256((directory / items[i][0]).read_bytes()).digest() != index["png"][i].tobytes()]
+        changed = [int(i) for i in moved if sizes[i] != index["size"][i] or (sizes[i] and hashlib.sha256(
+                   (directory / items[i][0]).read_bytes()).digest() != index["png"][i].tobytes())]
         if changed:
             return None, None, f"{len(changed)} image(s) changed since it was made: {_names(directory, items, changed)}"
         index["mtime_ns"] = mtimes  # same bytes (a copy, a touch): record the new times

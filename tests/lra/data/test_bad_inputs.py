@@ -327,3 +327,18 @@ def test_an_older_versions_leftover_temporary_file_is_removed_once_a_day_old(pf_
     with pytest.warns(UserWarning, match=rf"removed {old} \(4,096 bytes\)"):
         pf.load_examples(pf_copy, 32, workers=1, progress=False)
     assert not old.exists() and recent.exists()  # a recent one may belong to a run still going
+
+
+def test_touching_the_empty_png_of_the_release_keeps_the_cache(fixtures_dir, tmp_path):
+    d = tmp_path / "curv_baseline"
+    shutil.copytree(fixtures_dir / "lra_release" / "pathfinder32" / "curv_baseline", d)
+    with pytest.warns(UserWarning, match="skipped 1 empty PNG"):
+        first = np.array(pf.load_examples(d, 32, workers=1, progress=False)[0])
+    empty = d / "imgs" / "0" / "sample_172.png"
+    os.utime(empty, ns=(empty.stat().st_atime_ns, empty.stat().st_mtime_ns + 10**9))
+    pf._MEMO.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = pf.load_examples(d, 32, workers=1, progress=False)[0]
+    assert [str(w.message) for w in caught if "does not match" in str(w.message)] == []
+    np.testing.assert_array_equal(again, first)
