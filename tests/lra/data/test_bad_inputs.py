@@ -4,6 +4,7 @@ a warning) and archives with a damaged gzip trailer (refused); Pathfinder PNGs c
 decode killed outright, and ``prepare --verify`` telling a damaged cache from changed images."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -37,11 +38,12 @@ def fresh_memos():
     text._MEMO.clear()
 
 
+@contextlib.contextmanager
 def no_warnings():
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("error")
-    return ctx
+    """Any warning inside is an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
 
 
 # ----------------------------------------------------------------------------------------------------- ListOps
@@ -98,12 +100,9 @@ def test_truncated_imdb_cache_is_rebuilt_with_a_warning_naming_it(fixtures_dir, 
         again = text.load_split(tmp_path, "test", seq_len=64)
     np.testing.assert_array_equal(np.asarray(again["inputs"]), np.asarray(first["inputs"]))
     text._MEMO.clear()
-    ctx = no_warnings()
-    try:  # rewritten whole: the next run reads it without a word
+    with no_warnings():  # rewritten whole: the next run reads it without a word
         np.testing.assert_array_equal(np.asarray(text.load_split(tmp_path, "test", seq_len=64)["inputs"]),
                                       np.asarray(first["inputs"]))
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 def test_imdb_cache_with_inconsistent_arrays_is_rebuilt(fixtures_dir, tmp_path):
@@ -223,11 +222,8 @@ def test_png_changed_after_the_decoded_cache_exists_is_noticed(pf_copy):
     png = pf_copy / "imgs" / "0" / "sample_1.png"
     os.utime(png, ns=(png.stat().st_atime_ns, png.stat().st_mtime_ns + 10**9))
     pf._MEMO.clear()
-    ctx = no_warnings()
-    try:
+    with no_warnings():
         np.testing.assert_array_equal(pf.load_examples(pf_copy, 32, workers=1, progress=False)[0], first)
-    finally:
-        ctx.__exit__(None, None, None)
     # a new picture under the same name
     changed = 255 - first[1]
     png.write_bytes(png_bytes(changed))
