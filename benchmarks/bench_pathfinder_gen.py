@@ -6,14 +6,15 @@ Path-X set, and distribution statistics of the generated images. Writes benchmar
 
 Throughput is measured end to end through :func:`lra.data.pathfinder.write_set` (render, PNG encode, write,
 metadata), process start-up included, on ``curv_contour_length_14`` (hard). The original generator (PF
-``snakes2.py``, run locally with scipy semantics restored, data.md section 7) took about 0.4 s per 32x32 image and
-3.5 s per 128x128 image on one core; it was not run here.
+``snakes2.py``) is timed by ``benchmarks/pathfinder_faithfulness.py`` (CPU seconds per image, one core, hard), whose
+figures ``PF_SECONDS`` holds; it is not run here.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -24,24 +25,32 @@ from benchmarks.common import markdown_table
 from lra.data import pathfinder as pf
 from lra.data import pathfinder_gen as gen
 
-PF_SECONDS = {32: 0.4, 128: 3.5}  # per image, one core (data.md section 7)
+# CPU seconds per image of the original, hard (benchmarks/results/pathfinder_faithfulness.md)
+PF_SECONDS = {32: 0.26, 64: None, 128: None, 256: None}
 
 
-def throughput(resolution: int, n: int, workers: int) -> tuple[float, float]:
-    """(end-to-end images/s for 3n images, steady images/s = 2n / (time(3n) - time(n)): start-up removed)."""
+def _cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the pool's workers, once write_set has joined them)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def throughput(resolution: int, n: int, workers: int) -> tuple[float, float, float]:
+    """(end-to-end images/s for 3n images, steady images/s = 2n / (time(3n) - time(n)): start-up removed, and the
+    same steady figure in images per CPU-second of all processes: what a shared machine's load does not change)."""
     p = gen.params_for(resolution, "hard")
     if workers == 1:  # write_set runs in this process: build its per-process tables before timing, as the
         for m in p.margins:  # 2-worker runs rebuild theirs in both timings (and the difference removes them)
             kit = gen.kit_for(p, m)
             for h in range(360):
                 kit.seed_extras(h)
-    times = {}
+    times, cpu = {}, {}
     for count in (n, 3 * n):
         with tempfile.TemporaryDirectory() as d:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), _cpu_seconds()
             pf.write_set(Path(d) / "set", p, count, seed=123, workers=workers, progress=False)
-            times[count] = time.perf_counter() - t0
-    return 3 * n / times[3 * n], 2 * n / (times[3 * n] - times[n])
+            times[count], cpu[count] = time.perf_counter() - t0, _cpu_seconds() - c0
+    return 3 * n / times[3 * n], 2 * n / (times[3 * n] - times[n]), 2 * n / (cpu[3 * n] - cpu[n])
 
 
 def touching(a: np.ndarray, b: np.ndarray, level: int = 128) -> bool:
@@ -66,7 +75,7 @@ def statistics(resolution: int, n: int) -> dict:
         rows["bright"].append(float((s.image >= 128).mean()))
         rows["distractors"].append(len(g["distractors"]))
         rows["attempts"].append(g["attempts"])
-        # peak intensities before the bytescale (PF's float image), as data.md reports them for pf32
+        # peak intensities before the bytescale (PF's float image)
         rows["target_peak"].append(max(t.max() for t in g["target_paint"]) / 255 * p.paddle_contrast * p.snake_contrast)
         if g["distractors"]:
             rows["distractor_peak"].append(g["distractor_paint"].max() / 255 * p.snake_contrast)
@@ -85,10 +94,10 @@ def main(argv=None):
     if args.quick:
         counts = {k: max(4, v // 8) for k, v in counts.items()}
         stat_counts = {k: max(8, v // 8) for k, v in stat_counts.items()}
-    rates, ends, loads = {}, {}, [os.getloadavg()[0]]
+    rates, ends, cpu_rates, loads = {}, {}, {}, [os.getloadavg()[0]]
     for r in (32, 64, 128, 256):
         for w in (1, 2):
-            ends[r, w], rates[r, w] = throughput(r, counts[r], w)
+            ends[r, w], rates[r, w], cpu_rates[r, w] = throughput(r, counts[r], w)
             loads.append(os.getloadavg()[0])
             print(f"{r}x{r} workers={w}: {rates[r, w]:.1f} images/s steady, {ends[r, w]:.1f} end to end", flush=True)
     stats = {r: statistics(r, stat_counts[r]) for r in (32, 64, 128, 256)}
@@ -105,16 +114,20 @@ def main(argv=None):
     table = []
     for r in (32, 64, 128, 256):
         one, two = rates[r, 1], rates[r, 2]
-        pf_rate = f"{1 / PF_SECONDS[r]:.2f} ({one * PF_SECONDS[r]:.0f}x)" if r in PF_SECONDS else "not measured"
+        pf_rate = f"{1 / PF_SECONDS[r]:.2f} ({cpu_rates[r, 1] * PF_SECONDS[r]:.0f}x)" if PF_SECONDS.get(r) \
+            else "not measured"
         table.append([f"{r}x{r}", f"{counts[r]} + {3 * counts[r]}", f"{one:.1f}", f"{two:.1f}", f"{two / one:.2f}",
-                      f"{ends[r, 1]:.1f} / {ends[r, 2]:.1f}", pf_rate])
+                      f"{ends[r, 1]:.1f} / {ends[r, 2]:.1f}",
+                      f"{cpu_rates[r, 1]:.1f} / {cpu_rates[r, 2]:.1f}", pf_rate])
     lines.append(markdown_table(["resolution", "images timed", "images/s, 1 worker (steady)",
                                  "images/s, 2 workers (steady)", "2 vs 1", "end to end, 1 / 2 workers",
-                                 "PF images/s, 1 core (ours, 1 worker, vs PF)"], table))
+                                 "images per CPU-second, 1 / 2 workers (steady)",
+                                 "PF images per CPU-second (ours per CPU-second, 1 worker, vs PF)"], table))
     px = rates[128, 2]
     lines += ["", f"Projected 200,000 Path-X (128x128) images with 2 workers: {200_000 / px / 3600:.1f} hours "
-              f"({px:.1f} images/s); with 1 worker {200_000 / rates[128, 1] / 3600:.1f} hours. PF at 3.5 s per image "
-              f"would take {200_000 * 3.5 / 3600:.0f} core-hours ({200_000 * 3.5 / 3600 / 2:.0f} hours on 2 cores). "
+              f"({px:.1f} images/s); with 1 worker {200_000 / rates[128, 1] / 3600:.1f} hours. PF at "
+              f"{PF_SECONDS[128]} s per image would take {200_000 * PF_SECONDS[128] / 3600:.0f} core-hours "
+              f"({200_000 * PF_SECONDS[128] / 3600 / 2:.0f} hours on 2 cores). "
               f"200,000 pf32 images: {200_000 / rates[32, 2] / 3600:.1f} hours with 2 workers.", "",
               "Where the time goes: most attempts at the two targets fail (a target runs off the image or into a dead "
               "end) and PF restarts both; the mean number of attempts per image is in the next table. 64x64 needs "
@@ -141,27 +154,21 @@ def main(argv=None):
               "the 90/continuity turn limit, the dash spacing, PF's margin rule dash by dash and the labels by flood "
               "fill). \"Targets touching\": images where a bright pixel (>= 128 of 255 in its paint) of one target "
               "overlaps or neighbours one of the other's: where that happens a label-0 image can look connected. "
-              "PF's margin rule (the masks of two dashes, each the dash dilated by the margin, may not sum to 1.8) "
-              "holds for every dash (tested), but with margin 1 and thin dashes two masks can stay below 1.8 "
-              "where the dashes pass within a pixel of each other: at 64x64 (margin 1, 1-pixel dashes) that "
-              "happens between the targets in about one image in eight; with margins 2-3 (128, 256) not once in "
-              "these samples. It is PF's rule and we keep it.",
+              "As in PF, the two targets grow against one map that lacks both targets' newest dashes, so a target "
+              "does not see the dash the other has just drawn, and the first target's last dash never enters the "
+              "map (distractors can touch it); PF's margin rule (masks may not sum to 1.8) holds against every "
+              "dash in the map (tested), and with margin 1 and thin dashes two masks can stay below 1.8 where the "
+              "dashes pass within a pixel of each other.",
               "", "Samples (`python -m benchmarks.pathfinder_samples`): benchmarks/results/pathfinder_samples.png.", "",
-              "## Faithfulness: what was and was not compared", "",
-              f"- Compared with PF measurements (data.md section 7): pf32 target dashes peak at about 0.86 and "
-              f"distractor dashes at about 1.15 before rescaling (contrast 1.5 vs 2.0); here "
+              "## Faithfulness", "",
+              "Compared with the original generator itself (its 2018 code run here in a separate environment), "
+              "statistics of a few hundred images per set, seed kernels and valid headings: "
+              "`python -m benchmarks.pathfinder_faithfulness`, benchmarks/results/pathfinder_faithfulness.md. "
+              f"Dash peaks before rescaling at 32x32 (targets 1.5, distractors 2.0 contrast): "
               f"{s32['target_peak'].mean():.2f} and {s32['distractor_peak'].mean():.2f}.",
-              "- Compared with PF's code semantics, by tests: metadata rows (fields 5-11 equal the release's rows at "
-              "every resolution), the seed test (brute-force OpenCV-style dilation with the core kernel equals the "
-              "sampler's free set, edge starts included), the turn limit, dash spacing, label/marker placement, "
-              "two-target restarts (the vectorised batch equals a plain loop draw for draw).",
-              "- Not compared: images from the LRA release (not available here; the fixtures come from a simple "
-              "renderer, format only) and PF's own output (PF needs Python 2-era scipy/OpenCV; not run here). "
-              "Label balance, lit-pixel fractions and restart counts above are ours alone: no reference numbers "
-              "for them were available.",
-              "- Known deliberate differences (lra/data/pathfinder_gen.py docstring): each growing target sees the "
-              "other target's newest dash (PF's map misses it, so PF's targets can touch); NumPy Generator seeding "
-              "per image; current Pillow's Lanczos and line drawing; single contrasts.", ""]
+              "- Known deliberate differences (lra/data/pathfinder_gen.py docstring): NumPy Generator seeding per "
+              "image; current Pillow's Lanczos and line drawing (the comparison runs both on the same Pillow); "
+              "single contrasts.", ""]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -44,7 +44,7 @@ the number of worker processes. (b) Pillow's current Lanczos and line drawing st
 (PF checks only the dash's end and pivot; with seed 1 in the central box that never binds).
 Exact LRA images cannot be reproduced (unknown seeds, Python 2, old scipy): the goal is the same distribution.
 
-Speed (PF: about 0.4 s per pf32 image, 3.5 s per Path-X image on one core): most of the time goes into failed
+Speed (PF: about 0.26 s of CPU per pf32 image, 4 s per Path-X image, hard): most of the time goes into failed
 attempts at the two targets (tens to thousands per image, by resolution), so :meth:`_Renderer.two_targets` runs a
 batch of independent attempts in lockstep with vectorised NumPy and keeps the first (in slot order) that succeeds,
 which has the law of PF's first success. Dash stamps, seed cores, candidate offsets and turn weights are computed
