@@ -67,7 +67,8 @@ def test_finetuning_starts_from_exactly_the_pretrained_encoder_with_a_fresh_head
     fresh = _finetune_state(config)
     loaded = trainer.init_from_pretrained(fresh, workdir)
     pre = _best_pretrained(workdir)["params"]
-    flat = trainer._flat
+    from lra import pretrained
+    flat = pretrained._flat
     for path, leaf in flat(loaded.params).items():
         if path[0] == "encoder":
             want = np.asarray(flat(pre)[path])
