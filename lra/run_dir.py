@@ -70,6 +70,37 @@ def write_config(config, workdir: Path) -> None:
         os.replace(tmp, path)
 
 
+def device_description() -> str:
+    """What the run ran on, e.g. ``"1 x cpu (2 cores)"`` or ``"8 x NVIDIA H100 80GB HBM3 (2 processes)"``."""
+    devices = jax.devices()
+    kind = devices[0].device_kind if devices[0].platform != "cpu" else "cpu"
+    extra = []
+    if devices[0].platform == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        extra.append(f"{cores} cores")
+    if jax.process_count() > 1:
+        extra.append(f"{jax.process_count()} processes")
+    return f"{len(devices)} x {kind}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+def read_run_info(workdir) -> dict:
+    path = Path(workdir) / "run_info.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_run_info(workdir, info: dict) -> None:
+    """``run_info.json``: where and how long the run ran (process 0; written aside, then renamed)."""
+    if jax.process_index() != 0:
+        return
+    path = Path(workdir) / "run_info.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -21,6 +21,7 @@ Workdir layout::
     checkpoints/<step>/    Orbax: the latest ``keep_checkpoints`` steps and the best by validation score
     damaged_checkpoints/   checkpoints that failed verification, moved aside (never deleted)
     final_eval.json        validation and test metrics of the best checkpoint, written at the end
+    run_info.json          the device, parameter count and training wall-clock (summed over resumed sessions)
 
 An interrupted run resumed with the same command ends exactly as an uninterrupted one, metrics included, for any
 ``log_every``/``eval_every``/``checkpoint_every``: a checkpoint carries the data iterator's position, the best score
@@ -38,6 +39,7 @@ import contextlib
 import json
 import math
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,7 @@ import ml_collections
 import numpy as np
 
 import models
-from lra import checkpoints, config_checks, objectives, sharding, tasks
+from lra import checkpoints, config_checks, objectives, run_dir, sharding, tasks
 from lra.checkpoints import DamagedCheckpoint, make_manager, restore_checkpoint, save_checkpoint  # noqa: F401
 from lra.data import pipeline
 from lra.evaluation import EVAL_MASK_SEED, evaluate  # noqa: F401
@@ -235,6 +237,16 @@ def _loop(config, workdir, data, mesh, steps, state, objective, train_iter, mana
     writer.truncate_after(int(state.step))
 
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
+    # run_info.json: the machine and the training wall-clock, summed over sessions up to the last checkpoint
+    info = run_dir.read_run_info(workdir)
+    seconds_before, session_start = float(info.get("train_seconds", 0.0)) if restored else 0.0, time.perf_counter()
+    info = {"device": run_dir.device_description(), "host": socket.gethostname(), "jax": jax.__version__,
+            "num_params": int(n_params), "num_train_steps": config.num_train_steps, "finished": False,
+            "train_seconds": seconds_before, "step": int(state.step)}
+
+    def record_run_info(step, **extra):
+        info.update(step=step, train_seconds=round(seconds_before + time.perf_counter() - session_start, 3), **extra)
+        run_dir.write_run_info(workdir, info)
     if is_main:
         print(f"task={config.task} mixer={config.model.mixer} params={n_params:,} "
               f"train/val/test={[pipeline.num_examples(data[s]) for s in tasks.SPLITS]} mesh={dict(mesh.shape)}",
@@ -290,10 +302,13 @@ def _loop(config, workdir, data, mesh, steps, state, objective, train_iter, mana
         if new_best or is_ckpt:
             save_checkpoint(manager, state, checkpoint_meta(), score=best_val if new_best else None)
             last_good = str(checkpoints.step_dir(manager, step))
+            record_run_info(step)
         bar.update(1)
     bar.close()
 
+    record_run_info(config.num_train_steps)
     result = final_evaluation(steps, state, manager, workdir, data, config, objective, best_val)
+    record_run_info(config.num_train_steps, finished=True)
     writer.write(result["step"], "test", {k[5:]: v for k, v in result.items() if k.startswith("test_")})
     writer.close()
     if is_main:
