@@ -1,4 +1,4 @@
-"""Aaren: attention as a many-to-many RNN (Feng et al. 2024, "Attention as an RNN"); models.md section 3.
+"""Aaren: attention as a many-to-many RNN (Feng et al. 2024, "Attention as an RNN").
 
 Per layer and head a LEARNED query ``q`` (a parameter, not computed from tokens) attends over every prefix:
 

@@ -1,6 +1,6 @@
 """Multi-head softmax attention: the Transformer baseline mixer.
 
-Math (models.md section 7): per head, ``A = softmax(Q K^T / sqrt(P) + mask)``, ``O = A V``. The mask is a large
+Math: per head, ``A = softmax(Q K^T / sqrt(P) + mask)``, ``O = A V``. The mask is a large
 finite negative number on padded keys and, when causal, on keys after the query; a query whose every key is masked
 (possible only at padded positions) outputs 0. Logits and softmax run in float32 whatever the compute dtype.
 
@@ -20,6 +20,8 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from models import init as model_init
 
 NEG_INF = -1e30  # finite "minus infinity": exp underflows to 0 without producing NaN in fully masked rows
 
@@ -74,18 +76,30 @@ def head_dim_of(d_model: int, num_heads: int, qkv_dim: int = 0) -> int:
     return qkv_dim // num_heads
 
 
-def project_qkv(x, num_heads: int, head_dim: int, dtype):
-    """The query, key and value projections of the attention-style mixers, ``[B, L, D] -> 3 x [B, H, L, P]``, as
-    submodules ``query``, ``key``, ``value`` of the calling (compact) module. No key bias: it adds the same number
-    to every logit of a query, which softmax ignores (its gradient is identically zero, so Adam would only amplify
-    rounding noise into it)."""
-    dense = lambda name: nn.DenseGeneral((num_heads, head_dim), use_bias=name != "key", dtype=dtype, name=name)
-    return tuple(dense(n)(x).transpose(0, 2, 1, 3) for n in ("query", "key", "value"))
+def project_qkv(x, num_heads: int, head_dim: int, dtype, *, torch_init: bool = False,
+                names=("query", "key", "value")):
+    """The query, key and value projections of the attention-style mixers, ``[B, L, D] -> [B, H, L, P]`` each, as
+    submodules named ``names`` of the calling (compact) module. No key bias: it adds the same number to every logit
+    of a query, which softmax ignores (its gradient is identically zero, so Adam would only amplify rounding noise
+    into it). ``torch_init``: PyTorch's ``nn.Linear`` initialisation (:mod:`models.init`) instead of Flax's."""
+    D = x.shape[-1]
+
+    def dense(name):
+        if torch_init:
+            return model_init.linear((num_heads, head_dim), D, use_bias=name != "key", dtype=dtype, name=name)
+        return nn.DenseGeneral((num_heads, head_dim), use_bias=name != "key", dtype=dtype, name=name)
+
+    return tuple(dense(n)(x).transpose(0, 2, 1, 3) for n in names)
 
 
-def project_out(o, d_model: int, dtype):
+def project_out(o, d_model: int, dtype, *, torch_init: bool = False):
     """Heads back to the model width: ``[B, H, L, P] -> [B, L, D]`` through the submodule ``out``."""
-    return nn.DenseGeneral(d_model, axis=(-2, -1), dtype=dtype, name="out")(o.transpose(0, 2, 1, 3))
+    H, P = o.shape[1], o.shape[3]
+    if torch_init:
+        layer = model_init.linear(d_model, H * P, axis=(-2, -1), dtype=dtype, name="out")
+    else:
+        layer = nn.DenseGeneral(d_model, axis=(-2, -1), dtype=dtype, name="out")
+    return layer(o.transpose(0, 2, 1, 3))
 
 
 class MultiHeadAttention(nn.Module):

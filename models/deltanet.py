@@ -1,4 +1,4 @@
-"""DeltaNet: linear attention with the delta rule (Schlag et al. 2021; Yang et al. 2024); models.md section 6.
+"""DeltaNet: linear attention with the delta rule (Schlag et al. 2021; Yang et al. 2024).
 
 Per head, state ``S_t`` in R^{d_v x d_k}, ``S_0`` = 0 (or a given initial state):
 
@@ -18,10 +18,18 @@ Three forms with one signature over ``[batch, heads, length, dim]`` (beta ``[bat
   Matmuls only, sequential depth L / C. Lengths are padded to a multiple of C with k = 0, beta = 0 (identity
   transitions that write nothing). State, T and the inter-chunk loop run in float32 (float64 under x64).
 
-The Flax module :class:`DeltaNet` follows fla's ``DeltaNet`` layer: q/k/v projections, causal depthwise short
-convolutions (kernel 4) + SiLU, L2-normalised q and k (q also scaled by 1/sqrt(d_k)), ``beta = sigmoid(W_b x)``,
-per-head RMSNorm with an optional SiLU output gate, output projection. ``causal=False`` (the LRA classification
-default) is our bidirectional form (models.md 6(f), not from the paper): a second parameter set runs over each
+The Flax module :class:`DeltaNet` follows fla's ``DeltaNet`` layer (fla-org/flash-linear-attention,
+``fla/layers/delta_net.py`` at commit 0315a70ea55304398ad372e56cdd211ce0119571): q/k/v projections without bias,
+causal depthwise short convolutions (kernel 4) + SiLU, L2-normalised q and k (q also scaled by 1/sqrt(d_k)),
+``beta = sigmoid(W_b x)``, per-head RMSNorm, output projection. Defaults follow that layer's: no output gate
+(``use_gate=False``; ``True`` adds fla's ``FusedRMSNormGated``: ``RMSNorm(o) * SiLU(W_g x)``), no bias on the short
+convolutions (``conv_bias=False``), and PyTorch's initialisation of its ``nn.Linear`` projections and of the
+``nn.Conv1d`` short convolutions (``ShortConvolution`` subclasses it): uniform in +-1/sqrt(fan_in), fan_in = the
+input width for a projection and the kernel size for a depthwise convolution (:mod:`models.init`). (fla's
+``DeltaNetForCausalLM`` re-initialises every ``nn.Linear`` and ``nn.Conv1d`` with N(0, 0.02) in ``_init_weights``;
+that is the language model wrapper's choice, not the layer's, and is not followed here.) The project's earlier
+defaults were a gate, conv biases (zero-initialised) and Flax's LeCun-normal kernels. ``causal=False`` (the LRA classification
+default) is our bidirectional form (not from the paper): a second parameter set runs over each
 sequence reversed within its real length, and the two directions' per-head outputs are summed before ``W_o``.
 """
 from __future__ import annotations
@@ -31,6 +39,8 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from models.init import linear, torch_uniform
 
 
 def _acc(dtype):
@@ -167,23 +177,26 @@ def reverse_within_length(x, lengths):
 
 
 class ShortConv(nn.Module):
-    """Causal depthwise convolution over time (kernel ``size``), with bias, then SiLU."""
+    """Causal depthwise convolution over time (kernel ``size``), optional bias, then SiLU; initialised as PyTorch's
+    depthwise ``nn.Conv1d`` (uniform in +-1/sqrt(size), bias likewise)."""
 
     features: int
     size: int = 4
+    use_bias: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, history=None):
         """``x`` [B, L, C]; ``history`` [B, size-1, C] of preceding inputs (zeros when None).
         Returns (output, the last size-1 inputs as the next history)."""
-        w = self.param("kernel", nn.initializers.lecun_normal(), (self.size, self.features))
-        b = self.param("bias", nn.initializers.zeros, (self.features,))
+        w = self.param("kernel", torch_uniform(self.size), (self.size, self.features))
         if history is None:
             history = jnp.zeros((x.shape[0], self.size - 1, x.shape[2]), x.dtype)
         xp = jnp.concatenate([history.astype(x.dtype), x], axis=1)
         L = x.shape[1]
-        y = sum(xp[:, i:i + L] * w[i].astype(x.dtype) for i in range(self.size)) + b.astype(x.dtype)
+        y = sum(xp[:, i:i + L] * w[i].astype(x.dtype) for i in range(self.size))
+        if self.use_bias:
+            y = y + self.param("bias", torch_uniform(self.size), (self.features,)).astype(x.dtype)
         return nn.silu(y), xp[:, L:]
 
 
@@ -199,16 +212,17 @@ class DeltaNetDirection(nn.Module):
     head_dim: int
     chunk_size: int = 16  # benchmarks/results/deltanet.md: the matmul-only inverse grows as C^3 log C
     conv_size: int = 4
-    use_gate: bool = True
+    use_gate: bool = False
     norm_eps: float = 1e-5
+    conv_bias: bool = False
     dtype: Any = jnp.float32
 
     def setup(self):
-        width = self.num_heads * self.head_dim
-        dense = lambda name: nn.Dense(width, use_bias=False, dtype=self.dtype, name=name)
+        width = self.num_heads * self.head_dim  # = the input width d_model (fla: expand_k = expand_v = 1)
+        dense = lambda name: linear(width, width, use_bias=False, dtype=self.dtype, name=name)
         self.q_proj, self.k_proj, self.v_proj = dense("q_proj"), dense("k_proj"), dense("v_proj")
-        self.b_proj = nn.Dense(self.num_heads, use_bias=False, dtype=self.dtype, name="b_proj")
-        conv = lambda name: ShortConv(width, self.conv_size, self.dtype, name=name)
+        self.b_proj = linear(self.num_heads, width, use_bias=False, dtype=self.dtype, name="b_proj")
+        conv = lambda name: ShortConv(width, self.conv_size, self.conv_bias, self.dtype, name=name)
         self.q_conv, self.k_conv, self.v_conv = conv("q_conv"), conv("k_conv"), conv("v_conv")
         if self.use_gate:
             self.g_proj = dense("g_proj")
@@ -259,19 +273,21 @@ class DeltaNet(nn.Module):
     num_heads: int = 4
     chunk_size: int = 16  # benchmarks/results/deltanet.md: the matmul-only inverse grows as C^3 log C
     conv_size: int = 4
-    use_gate: bool = True
+    use_gate: bool = False  # fla's default; True: the SiLU output gate
     norm_eps: float = 1e-5
+    conv_bias: bool = False  # fla's default
     dtype: Any = jnp.float32
 
     def setup(self):
         if self.d_model % self.num_heads:
             raise ValueError(f"d_model={self.d_model} is not divisible by num_heads={self.num_heads}")
         make = lambda name: DeltaNetDirection(self.num_heads, self.d_model // self.num_heads, self.chunk_size,
-                                              self.conv_size, self.use_gate, self.norm_eps, self.dtype, name=name)
+                                              self.conv_size, self.use_gate, self.norm_eps, self.conv_bias,
+                                              self.dtype, name=name)
         self.fwd = make("fwd")
         if not self.causal:
             self.bwd = make("bwd")
-        self.out = nn.Dense(self.d_model, use_bias=False, dtype=self.dtype, name="out")
+        self.out = linear(self.d_model, self.d_model, use_bias=False, dtype=self.dtype, name="out")
 
     def __call__(self, x, *, mask=None, deterministic=True):
         if mask is not None:

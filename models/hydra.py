@@ -1,4 +1,4 @@
-"""Hydra: a bidirectional quasiseparable matrix mixer from two SSD passes (Hwang et al. 2024); models.md section 2.
+"""Hydra: a bidirectional quasiseparable matrix mixer from two SSD passes (Hwang et al. 2024).
 
 **SSD (Mamba-2) pass**, per head h with scalar decay ``a_h < 0``, step sizes ``dt_t > 0``, and b, c shared by the
 heads of a group:
@@ -40,6 +40,12 @@ over ``[x, b's, c's]``; ``dt = softplus(raw + dt_bias)``, ``A = -exp(A_log)`` an
 ``delta = D + fc_D(x)``; ``out_proj(RMSNorm(Y) * SiLU(z))``. ``causal=True`` is its causal relative Mamba-2 (forward
 pass only, causal conv, no shift, ``delta = D``), with a recurrent step mode (:meth:`Hydra.init_stream`,
 :meth:`Hydra.stream`) equal to the parallel form.
+
+Initialisation as the official PyTorch module (goombalab/hydra, ``hydra/modules/hydra.py``): ``in_proj``,
+``fc_D`` and ``out_proj`` are ``nn.Linear`` without bias and ``conv1d`` a depthwise ``nn.Conv1d`` with bias
+(``conv_bias=True``), all at PyTorch's default, uniform in +-1/sqrt(fan_in) for weights and biases (fan_in: the
+input width; the kernel size for the depthwise conv) (:mod:`models.init`). The project's earlier defaults were
+Flax's LeCun-normal projections and a zero conv bias.
 """
 from __future__ import annotations
 
@@ -49,6 +55,8 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from models.init import linear, torch_uniform
 
 
 def _acc(dtype):
@@ -236,10 +244,9 @@ class DepthwiseConv1d(nn.Module):
     @nn.compact
     def __call__(self, x, history=None):
         """``x`` [B, L, C] -> (output [B, L, C], the last ``size - 1`` inputs: the next call's causal history)."""
-        bound = 1.0 / math.sqrt(self.size)  # PyTorch's Conv1d default for a depthwise kernel (fan_in = size)
-        w = self.param("kernel", lambda k, s: jax.random.uniform(k, s, jnp.float32, -bound, bound),
-                       (self.size, self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        # PyTorch's Conv1d default for a depthwise kernel (fan_in = size), for the weight and the bias alike
+        w = self.param("kernel", torch_uniform(self.size), (self.size, self.features))
+        bias = self.param("bias", torch_uniform(self.size), (self.features,))
         left = self.size - 1 if self.causal else (self.size - 1) // 2
         right = self.size - 1 - left
         B, L, C = x.shape
@@ -297,15 +304,16 @@ class Hydra(nn.Module):
         if E % self.head_dim:
             raise ValueError(f"Hydra: head_dim={self.head_dim} does not divide the inner width expand * d_model = "
                              f"{self.expand} * {self.d_model} = {E}")
-        self.in_proj = nn.Dense(2 * E + 2 * d * N + d * H, use_bias=False, dtype=self.dtype, name="in_proj")
+        D = self.d_model
+        self.in_proj = linear(2 * E + 2 * d * N + d * H, D, use_bias=False, dtype=self.dtype, name="in_proj")
         self.conv = DepthwiseConv1d(E + 2 * d * N, self.d_conv, self.causal, self.dtype, name="conv")
         self.nd_dt_bias = self.param("nd_dt_bias", dt_bias_init(self.dt_min, self.dt_max, self.dt_init_floor), (H,))
         self.nd_A_log = self.param("nd_A_log", nn.initializers.zeros, (H,))  # a = -exp(0) = -1 in every head
         self.nd_D = self.param("nd_D", nn.initializers.ones, (H,))
         if not self.causal:
-            self.fc_D = nn.Dense(H, use_bias=False, dtype=self.dtype, name="fc_D")
+            self.fc_D = linear(H, E, use_bias=False, dtype=self.dtype, name="fc_D")
         self.norm_scale = self.param("scale", nn.initializers.ones, (E,))
-        self.out_proj = nn.Dense(self.d_model, use_bias=False, dtype=self.dtype, name="out_proj")
+        self.out_proj = linear(self.d_model, E, use_bias=False, dtype=self.dtype, name="out_proj")
 
     # [B, L, H * P] <-> [B, H, L, P]
     def _heads(self, u):

@@ -1,5 +1,5 @@
 """S4 and S4D: structured state-space sequence mixers (Gu et al. 2022; Gu et al. 2022, "On the Parameterization and
-Initialization of Diagonal State Space Models"). Math, inits and traps: ``shared/design/models.md`` section 1.
+Initialization of Diagonal State Space Models").
 
 Each of the H channels is a linear system ``x' = A x + B u``, ``y = C^T x`` with a complex state of size N, of which
 N' = N/2 eigenvalues are stored (the other half are their conjugates, which makes every kernel real). S4 uses
@@ -13,6 +13,10 @@ Layout of the pure functions: parameters are complex arrays (the module stores t
 ``[K, H, N']`` for K output vectors (1 causal, 2 bidirectional), ``log_dt`` is ``[H]``; kernels are ``[K, H, L]``;
 sequences are ``[B, H, L]``. Next to each fast function stands its plain form: dense discretised matrices and
 repeated multiplication, the O(L^2) convolution sum, the step-by-step recurrence.
+
+Reference code: state-spaces/s4 (PyTorch), ``models/s4/s4.py``. The layer's own projection (the ``Linear(H -> 2H)``
+before the GLU) is initialised as PyTorch's layer (uniform in +-1/sqrt(H), bias likewise; :mod:`models.init`); the
+project's earlier default was Flax's LeCun normal kernel and a zero bias.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from models.init import linear
 
 # ------------------------------------------------------------------------------------------------ initialisation
 
@@ -373,7 +379,9 @@ class S4(nn.Module):
         # C (C~ for S4) complex normal, real and imaginary parts of variance 1/2.
         self.C = self.param("C", nn.initializers.normal(math.sqrt(0.5)), (K, H, N // 2, 2))
         self.D = self.param("D", nn.initializers.normal(1.0), (H,))
-        self.out = nn.Dense(2 * H, dtype=self.dtype, name="out")
+        # The GLU output projection initialised as the reference's Linear / Conv1d(H, 2H, kernel_size=1) (PyTorch:
+        # weights and bias uniform in +-1/sqrt(H); state-spaces/s4, models/s4/s4.py, ``output_linear``).
+        self.out = linear(2 * H, H, dtype=self.dtype, name="out")
         self.drop = nn.Dropout(self.dropout, broadcast_dims=(1,))
 
     def _lambda(self):

@@ -110,7 +110,7 @@ def test_float32_chunked_matches_float64_reference_with_long_decays(x64):
 # ----------------------------------------------------------------------------------------------------- quasiseparable
 
 def entrywise_q(dt_f, dt_b, a, b_f, c_f, b_b, c_b, delta):
-    """models.md 2(a), entry by entry, in NumPy (batch 0, every head)."""
+    """The quasiseparable matrix Q, entry by entry, in NumPy (batch 0, every head)."""
     dt_f, dt_b, a, b_f, c_f, b_b, c_b, delta = (np.asarray(t) for t in (dt_f, dt_b, a, b_f, c_f, b_b, c_b, delta))
     H, L = dt_f.shape[1:]
     q = np.zeros((H, L, L))
