@@ -1,39 +1,61 @@
-"""Routing attention (Roy et al. 2021, "Efficient Content-Based Sparse Attention with Routing Transformers");
-models.md section 4.
+"""Routing attention (Roy et al. 2021, "Efficient Content-Based Sparse Attention with Routing Transformers").
 
-Per routing head, with ``q_t, k_t, v_t`` in R^P, normalised copies ``q^ = q/|q|``, ``k^ = k/|k|`` and centroids
-``mu`` in R^{C x P`` (state, not parameters):
+Reference layer: the paper and its widely used PyTorch implementation, lucidrains/routing-transformer
+(``routing_transformer/routing_transformer.py`` at commit 3f6c461a036e98dbae7e70c623d1c0e0616ef82a: ``Kmeans``,
+``KmeansAttention``, ``SelfAttention``, ``RoutingTransformer``). Per routing head, with ``q_t, k_t, v_t`` in R^P,
+normalised copies ``x^ = x/|x|`` and centroids ``mu`` in R^{C x P} (state, not parameters):
 
-* **Balanced assignment.** With window ``w`` (default ``ceil(L / C)``), cluster c takes the ``w`` queries with the
-  largest ``<q^_t, mu_c>`` and, separately, the ``w`` keys with the largest ``<k^_t, mu_c>`` (padded tokens never
-  before a real one), each index set sorted by position. A token can sit in several clusters or in none.
-* **Attention inside each cluster** as one batch of ``w x w`` dense blocks, raw q and k (the PyTorch port; the TF
-  original attends with the normalised ones): ``o^(c)_i = sum_{j in I^K_c} softmax_j(<q_i, k_j>/sqrt(P) + mask) v_j``;
-  the causal variant masks keys by their original positions (``j <= i``); a row with no allowed key gives 0.
-* **Scatter back**: ``o_i = sum_{c: i in I^Q_c} o^(c)_i / n_i``, ``n_i = #{c: i in I^Q_c}``, and ``o_i = 0`` when
-  ``n_i = 0`` (a ``where``, no epsilon in the division).
-* **Online k-means** (training only, no gradient): ``a(x) = argmax_c <x^, mu_c>`` over all normalised real queries
-  and keys of the (global) batch; for each cluster with members ``m_c = normalize(sum_{a(x)=c} x^)`` and
+* **Bidirectional (balanced) routing.** Cluster c takes the ``w`` queries with the largest ``<q^_t, mu_c>`` and,
+  separately, the ``w`` keys with the largest ``<k^_t, mu_c>`` (padded tokens never before a real one), each index
+  set sorted by position; a token can sit in several clusters or in none. Attention inside each cluster as one
+  batch of ``w x w`` dense blocks with raw q and k (the PyTorch port; the TF original attends with the normalised
+  ones): ``o^(c)_i = sum_{j in I^K_c} softmax_j(<q_i, k_j>/sqrt(P) + mask) v_j``; scattered back as
+  ``o_i = sum_{c: i in I^Q_c} o^(c)_i / n_i`` (``o_i = 0`` when ``n_i = 0``; a ``where``, no epsilon).
+* **Causal routing, exactly causal.** Balanced top-w ranks the whole sequence, so whether token t gets a slot
+  depends on later tokens (a causal mask on positions does not stop that). The causal mode instead assigns every
+  query and key to its nearest centroid, ``a(x) = argmax_c <x^, mu_c>`` (mu is state), and query i attends to the
+  ``w`` most recent keys ``j <= i`` of its own cluster: a sliding window over the keys sorted by (cluster,
+  position), masked to the query's cluster. The set a token sees depends only on tokens up to it, and the cost is
+  ``O(L w P)`` (:func:`causal_routing_attention`, plain form :func:`causal_routing_attention_dense`).
+* **Shared QK** (``shared_qk``): keys are the queries' projection, L2-normalised (``k = q^``), queries and keys route
+  together (one assignment), and a token does not attend to itself: its own logit is -5e4 (lucidrains'
+  ``TOKEN_SELF_ATTN_VALUE``), so it only matters when it is the only key allowed.
+* **Online k-means** (training only, no gradient): over the normalised real queries and keys (the queries alone
+  with shared QK) of the global batch, for each cluster with members ``m_c = normalize(sum_{a(x)=c} x^)`` and
   ``mu_c <- lambda mu_c + (1 - lambda) m_c``; empty clusters keep their value. Commitment loss
-  ``beta * mean |x^ - sg(mu_{a(x)})|^2``.
+  ``beta * mean_{x, features} (x^ - sg(mu_{a(x)}))^2`` (``F.mse_loss``: a mean over the feature dimension too).
+* **Centroid init**: ``kmeans_init_iters`` (10) spherical k-means iterations on the first training batch, started
+  from randomly chosen real vectors of that batch (lucidrains ``Kmeans.init``, ``KMEAN_INIT_ITERS = 10``); until
+  then the centroids are random unit vectors (the TF original's init, and the whole story with
+  ``kmeans_init_iters=0``). A flag ``routing/initialized`` in the state marks it, so it runs once, under ``jit``
+  (``lax.cond``). The bidirectional layer routes the initialising batch with the new centroids (as the
+  reference); the causal layer routes it with the previous ones, so that its output at t never depends on later
+  tokens, not even through the first batch's centroids.
 * **Local heads**: blocked local attention, each query attending to its own block and the neighbouring block on
-  each side (the previous one only, with a causal mask, when causal).
+  each side; with ``causal`` the previous block only, with a causal mask (lucidrains ``LocalAttention(causal=True,
+  look_forward=0)``).
+
+Defaults and their sources (the project's earlier choices stay available as fields):
+
+* ``window=64`` tokens per cluster and ``num_clusters = ceil(L / 64)`` (lucidrains ``window_size = 64``,
+  ``num_clusters = max_seq_len // window_size``); earlier: about sqrt(L) clusters (``window=0, num_clusters=0``).
+* ``shared_qk=-1``: shared QK exactly when causal (lucidrains ``shared_qk = default(shared_qk, causal)``);
+  0 / 1 force separate / shared projections.
+* ``kmeans_init_iters=10`` (lucidrains); earlier: random unit vectors (``kmeans_init_iters=0``).
+* commitment loss averaged over the feature dimension (lucidrains ``F.mse_loss``); earlier: summed over it.
+* local block = the routing window (lucidrains ``local_attn_window_size = default(..., window_size)``).
+* projections initialised as PyTorch's ``nn.Linear`` (:mod:`models.init`).
 
 Kernel functions over ``[batch, heads, length, dim]``: :func:`balanced_assignment` (the index sets),
-:func:`routing_attention` (gathered blocks, cost ``O(C w^2 P) = O(L^1.5 P)`` at ``C = w = sqrt(L)``) next to its plain
-form :func:`routing_attention_dense` (one masked ``L x L`` softmax per cluster, summed and averaged, given the same
-index sets), :func:`centroid_update` / :func:`commitment_loss`, and :func:`local_attention` next to
-:func:`local_attention_dense`.
-
-Causal variant: the position mask keeps every gradient path causal (the Jacobian test), but the balanced top-w
-assignment is a choice over the whole sequence: whether token t gets a slot in cluster c can depend on how later
-tokens score against mu_c (the non-causality of top-k routing). Use it for training with teacher forcing, not for
-token-by-token generation; LRA classification is bidirectional.
+:func:`routing_attention` (gathered blocks, ``O(C w^2 P)``) next to its plain form :func:`routing_attention_dense`
+(one masked ``L x L`` softmax per cluster, summed and averaged, given the same index sets),
+:func:`causal_routing_attention` next to :func:`causal_routing_attention_dense`, :func:`centroid_update` /
+:func:`kmeans_init` / :func:`commitment_loss`, and :func:`local_attention` next to :func:`local_attention_dense`.
 
 The Flax mixer :class:`RoutingAttention` mixes ``num_routing_heads`` routing heads with local heads. Its centroids
-live in the ``routing`` variable collection: the trainer makes it mutable in the train step (the EMA update runs
-when ``deterministic=False`` and the collection is mutable) and checkpoints it with the model; the weighted
-commitment loss is sown into ``losses``, which the trainer adds to the task loss.
+live in the ``routing`` variable collection: the trainer makes it mutable in the train step (the updates run when
+``deterministic=False`` and the collection is mutable) and checkpoints it with the model; the weighted commitment
+loss is sown into ``losses``, which the trainer adds to the task loss.
 """
 from __future__ import annotations
 
@@ -55,14 +77,24 @@ def l2_normalize(x, eps=1e-6):
     return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
+DEFAULT_WINDOW = 64  # lucidrains/routing-transformer: window_size = 64 tokens per cluster
+TOKEN_SELF = -5e4  # shared QK: a token's logit with itself (lucidrains TOKEN_SELF_ATTN_VALUE)
+
+
 def default_num_clusters(length: int) -> int:
-    """About sqrt(L) clusters."""
+    """About sqrt(L) clusters (the project's earlier default; ``window=0, num_clusters=0``)."""
     return max(1, round(math.sqrt(length)))
 
 
 def default_window(length: int, num_clusters: int) -> int:
     """``w = ceil(L / C)``: C clusters of w tokens have a slot for every token (``C w >= L``)."""
     return max(1, min(length, -(-length // num_clusters)))
+
+
+def clusters_for_window(length: int, window: int) -> int:
+    """``C = ceil(L / w)`` clusters for a window of w tokens per cluster (the reference's ``L // w`` where w divides
+    L; at least 1)."""
+    return max(1, -(-length // window))
 
 
 # ----------------------------------------------------------------------------------------------------- routing
@@ -112,11 +144,13 @@ def _average(total, count):
     return jnp.where(has, total / jnp.where(has, count[..., None], 1).astype(total.dtype), 0.0)
 
 
-def routing_attention(q, k, v, idx_q, idx_k, *, key_mask=None, causal=False):
+def routing_attention(q, k, v, idx_q, idx_k, *, key_mask=None, causal=False, shared_qk=False):
     """Attention inside each cluster as batched ``w x w`` dense blocks, scattered back and averaged.
 
     q, k: [B, H, L, P]; v: [B, H, L, Pv]; idx_q, idx_k: [B, H, C, w] (from :func:`balanced_assignment`);
-    key_mask: [B, L] bool. Returns [B, H, L, Pv]."""
+    key_mask: [B, L] bool. ``causal`` masks keys after the query by original position (given the index sets; the
+    balanced sets themselves are not causal, see the module docstring). ``shared_qk``: a token's logit with itself
+    is ``TOKEN_SELF``. Returns [B, H, L, Pv]."""
     B, H, L, P = q.shape
     acc = _acc(q.dtype)
     qc, kc, vc = _gather(q, idx_q), _gather(k, idx_k), _gather(v, idx_k)
@@ -129,6 +163,8 @@ def routing_attention(q, k, v, idx_q, idx_k, *, key_mask=None, causal=False):
     if causal:
         before = idx_k[:, :, :, None, :] <= idx_q[:, :, :, :, None]  # original positions
         allowed = before if allowed is None else allowed & before
+    if shared_qk:
+        logits = jnp.where(idx_k[:, :, :, None, :] == idx_q[:, :, :, :, None], TOKEN_SELF, logits)
     if allowed is not None:
         logits = jnp.where(allowed, logits, NEG_INF)
     probs = jax.nn.softmax(logits, axis=-1)
@@ -145,9 +181,10 @@ def membership(idx, length: int):
     return jnp.any(idx[..., :, None] == jnp.arange(length), axis=-2)
 
 
-def routing_attention_dense(q, k, v, idx_q, idx_k, *, key_mask=None, causal=False):
+def routing_attention_dense(q, k, v, idx_q, idx_k, *, key_mask=None, causal=False, shared_qk=False):
     """Plain form: for each cluster c the ``L x L`` mask ``M_c = 1[i in I^Q_c, j in I^K_c]`` (and key/causal masks),
-    a masked dense softmax per cluster (rows with no allowed key -> 0), summed over c and divided by ``n_i``."""
+    a masked dense softmax per cluster (rows with no allowed key -> 0), summed over c and divided by ``n_i``; with
+    ``shared_qk`` the diagonal logits are ``TOKEN_SELF``."""
     B, H, L, P = q.shape
     acc = _acc(q.dtype)
     mq, mk = membership(idx_q, L), membership(idx_k, L)  # [B, H, C, L]
@@ -156,10 +193,79 @@ def routing_attention_dense(q, k, v, idx_q, idx_k, *, key_mask=None, causal=Fals
     if base is not None:
         allowed = allowed & base[:, :, None]
     logits = jnp.einsum("bhip,bhjp->bhij", q.astype(acc), k.astype(acc)) * P ** -0.5
+    if shared_qk:
+        logits = jnp.where(jnp.eye(L, dtype=bool), TOKEN_SELF, logits)
     logits = jnp.where(allowed, logits[:, :, None], NEG_INF)
     probs = jnp.where(jnp.any(allowed, -1, keepdims=True), jax.nn.softmax(logits, axis=-1), 0.0)
     total = jnp.einsum("bhcij,bhjp->bhip", probs, v.astype(acc))
     return _average(total, jnp.sum(mq, axis=2)).astype(v.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------- causal routing
+
+def causal_assignment(x_hat, centroids, valid=None):
+    """Nearest centroid of every token, ``a(x) = argmax_c <x^, mu_c>``: [B, H, L, P], [H, C, P] -> [B, H, L] int32;
+    padded tokens (valid False) go to a cluster ``C`` of their own, which no real token shares."""
+    a = nearest_centroid(jax.lax.stop_gradient(x_hat), jax.lax.stop_gradient(centroids))
+    if valid is not None:
+        a = jnp.where(valid[:, None, :], a, centroids.shape[1])
+    return a
+
+
+def causal_routing_attention(q, k, v, a_q, a_k, window: int, *, key_mask=None, shared_qk=False):
+    """Exactly causal routing: query i attends to the ``window`` most recent keys ``j <= i`` with ``a_k[j] = a_q[i]``.
+
+    The keys are sorted by (cluster, position); query i's candidates are the ``window`` keys just before its own
+    place ``e_i`` in that order (``searchsorted`` of (a_q[i], i)), kept when they are in its cluster. Cost
+    ``O(L w P)`` plus an ``O(L log L)`` sort. q, k: [B, H, L, P]; v: [B, H, L, Pv]; a_q, a_k: [B, H, L] int
+    (:func:`causal_assignment`); key_mask: [B, L] bool. A query with no allowed key outputs 0. Returns [B, H, L, Pv].
+    """
+    B, H, L, P = q.shape
+    acc = _acc(q.dtype)
+    w = max(1, min(window, L))
+    pos = jnp.arange(L, dtype=jnp.int32)
+    a_q, a_k = a_q.astype(jnp.int32), a_k.astype(jnp.int32)
+    key_order = jnp.argsort(a_k * L + pos, axis=-1).astype(jnp.int32)  # [B, H, L]: keys sorted by (cluster, pos)
+    sorted_keys = jnp.take_along_axis(a_k * L + pos, key_order, axis=-1)
+    end = jax.vmap(jax.vmap(lambda s, x: jnp.searchsorted(s, x, side="right")))(sorted_keys, a_q * L + pos)
+    slot = end[..., None] - w + jnp.arange(w, dtype=jnp.int32)  # [B, H, L, w] places in the sorted order
+    in_range = slot >= 0
+    idx = jnp.take_along_axis(key_order, jnp.clip(slot, 0, L - 1).reshape(B, H, L * w), axis=-1).reshape(B, H, L, w)
+    gather = lambda x: jnp.take_along_axis(x, idx.reshape(B, H, L * w, 1), axis=2).reshape(B, H, L, w, -1)
+    kc, vc = gather(k), gather(v)
+    same = jnp.take_along_axis(a_k, idx.reshape(B, H, L * w), axis=-1).reshape(B, H, L, w) == a_q[..., None]
+    allowed = in_range & same  # same cluster and before in the sorted order => j <= i
+    if key_mask is not None:
+        km = jnp.take_along_axis(jnp.broadcast_to(key_mask[:, None, :].astype(bool), (B, H, L)),
+                                 idx.reshape(B, H, L * w), axis=-1).reshape(B, H, L, w)
+        allowed = allowed & km
+    logits = jnp.einsum("bhlp,bhlwp->bhlw", q, kc, preferred_element_type=acc).astype(acc) * P ** -0.5
+    if shared_qk:
+        logits = jnp.where(idx == pos[:, None], TOKEN_SELF, logits)
+    logits = jnp.where(allowed, logits, NEG_INF)
+    probs = jnp.where(jnp.any(allowed, -1, keepdims=True), jax.nn.softmax(logits, axis=-1), 0.0)
+    return jnp.einsum("bhlw,bhlwp->bhlp", probs, vc.astype(acc)).astype(v.dtype)
+
+
+def causal_routing_attention_dense(q, k, v, a_q, a_k, window: int, *, key_mask=None, shared_qk=False):
+    """Plain form: one masked ``L x L`` softmax with ``allowed[i, j] = a_k[j] = a_q[i]``, ``j <= i`` and
+    ``#{s in [j, i] : a_k[s] = a_q[i]} <= w`` (j is among the w most recent keys of i's cluster), the count a
+    reversed cumulative sum over ``s``; no sort, no gather."""
+    B, H, L, P = q.shape
+    acc = _acc(q.dtype)
+    w = max(1, min(window, L))
+    before = jnp.arange(L)[None, :] <= jnp.arange(L)[:, None]  # [i, j]: j <= i
+    same = (a_k[:, :, None, :] == a_q[:, :, :, None]) & before  # [B, H, i, s]: s <= i in i's cluster
+    count = jnp.flip(jnp.cumsum(jnp.flip(same.astype(jnp.int32), -1), -1), -1)  # [i, j]: #{s >= j} of those
+    allowed = same & (count <= w)
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, None, None, :].astype(bool)
+    logits = jnp.einsum("bhip,bhjp->bhij", q.astype(acc), k.astype(acc)) * P ** -0.5
+    if shared_qk:
+        logits = jnp.where(jnp.eye(L, dtype=bool), TOKEN_SELF, logits)
+    logits = jnp.where(allowed, logits, NEG_INF)
+    probs = jnp.where(jnp.any(allowed, -1, keepdims=True), jax.nn.softmax(logits, axis=-1), 0.0)
+    return jnp.einsum("bhij,bhjp->bhip", probs, v.astype(acc)).astype(v.dtype)
 
 
 # ----------------------------------------------------------------------------------------------------- k-means
@@ -188,13 +294,36 @@ def centroid_update(centroids, x_hat, valid=None, decay: float = 0.999):
     return jnp.where(counts[..., None] > 0, new, centroids.astype(acc)).astype(centroids.dtype)
 
 
+def kmeans_init(key, x_hat, num_clusters: int, valid=None, iters: int = 10):
+    """Centroids [H, C, P] from ``iters`` spherical k-means (Lloyd) iterations on one batch (no gradient).
+
+    Start: C vectors of the batch per head, chosen at random among the real ones (padded ones only when there are
+    fewer than C real ones); then ``iters`` times: assign every real vector to its nearest centroid and replace each
+    cluster with members by the normalised sum of its members (:func:`centroid_update` with ``decay = 0``).
+    x_hat: [B, H, N, P] normalised vectors; valid: [B, N] bool."""
+    x_hat = jax.lax.stop_gradient(x_hat)
+    B, H, N, P = x_hat.shape
+    flat = x_hat.transpose(1, 0, 2, 3).reshape(H, B * N, P)
+    score = jax.random.uniform(key, (H, B * N))
+    if valid is not None:
+        score = score + valid.reshape(1, B * N).astype(score.dtype)  # real vectors first
+    _, pick = jax.lax.top_k(score, min(num_clusters, B * N))
+    if num_clusters > B * N:
+        pick = jnp.tile(pick, (1, -(-num_clusters // (B * N))))[:, :num_clusters]
+    mu = l2_normalize(jnp.take_along_axis(flat, pick[..., None], axis=1).astype(jnp.float32))
+    for _ in range(iters):
+        mu = centroid_update(mu, x_hat, valid, decay=0.0)
+    return mu
+
+
 def commitment_loss(x_hat, centroids, valid=None):
-    """``mean |x^ - sg(mu_{a(x)})|^2`` over real vectors and heads (unweighted); gradient reaches x^ only."""
+    """``mean (x^ - sg(mu_{a(x)}))^2`` over real vectors, heads and features (lucidrains: ``F.mse_loss``), i.e. the
+    squared distance divided by the head width; unweighted; gradient reaches x^ only."""
     centroids = jax.lax.stop_gradient(centroids)
     acc = _acc(x_hat.dtype)
     a = nearest_centroid(jax.lax.stop_gradient(x_hat), centroids)  # [B, H, N]
     mu = jax.vmap(lambda c, i: c[i], in_axes=(0, 1), out_axes=1)(centroids.astype(acc), a)  # [B, H, N, P]
-    err = jnp.sum((x_hat.astype(acc) - mu) ** 2, axis=-1)  # [B, H, N]
+    err = jnp.mean((x_hat.astype(acc) - mu) ** 2, axis=-1)  # [B, H, N]
     if valid is None:
         return jnp.mean(err)
     w = jnp.broadcast_to(valid[:, None, :].astype(acc), err.shape)
@@ -270,20 +399,36 @@ class RoutingAttention(nn.Module):
     """Routing Transformer attention layer: ``num_routing_heads`` content-routed heads and ``num_heads -
     num_routing_heads`` local heads, concatenated before the output projection.
 
-    ``num_clusters`` 0 = about sqrt(L) at init (the centroids' shape then fixes C); ``window`` 0 = ``ceil(L / C)``;
-    ``local_window`` 0 = the routing window. Centroids: ``routing/centroids`` [num_routing_heads, C, head_dim]."""
+    ``window`` tokens per cluster (64) and ``num_clusters`` 0 = ``ceil(L / window)`` at init (the centroids' shape
+    then fixes C); ``window=0`` = ``ceil(L / C)`` with ``num_clusters`` 0 = about sqrt(L) (the earlier default);
+    ``local_window`` 0 = the routing window. ``shared_qk``: -1 = when causal, 0 = no, 1 = yes.
+    ``kmeans_init_iters``: k-means iterations on the first training batch (0 = keep the random unit init).
+    State: ``routing/centroids`` [num_routing_heads, C, head_dim] and, with k-means init, ``routing/initialized``."""
 
     d_model: int
     causal: bool = False
     num_heads: int = 8
     num_routing_heads: int = -1  # -1 = half of the heads (rounded up); the rest are local heads
     num_clusters: int = 0
-    window: int = 0
+    window: int = DEFAULT_WINDOW
     local_window: int = 0
     qkv_dim: int = 0  # total q/k/v width over all heads; 0 = d_model
+    shared_qk: int = -1
     ema_decay: float = 0.999
     commitment_weight: float = 1e-4
+    kmeans_init_iters: int = 10
+    torch_init: bool = True  # PyTorch nn.Linear init of the projections (models/init.py); False: Flax defaults
     dtype: Any = jnp.float32
+
+    def _sizes(self, L: int):
+        """(C at init, window) for length L."""
+        if self.window < 0 or self.num_clusters < 0:
+            raise ValueError(f"RoutingAttention: window={self.window} and num_clusters={self.num_clusters} must be "
+                             ">= 0 (0 = automatic)")
+        if self.window:
+            return self.num_clusters or clusters_for_window(L, self.window), min(self.window, L)
+        C = self.num_clusters or default_num_clusters(L)
+        return C, None
 
     @nn.compact
     def __call__(self, x, *, mask=None, deterministic=True):
@@ -292,32 +437,75 @@ class RoutingAttention(nn.Module):
         Hr = (self.num_heads + 1) // 2 if self.num_routing_heads < 0 else self.num_routing_heads
         if not 0 <= Hr <= self.num_heads:
             raise ValueError(f"num_routing_heads={self.num_routing_heads} must lie in [0, num_heads={self.num_heads}]")
-        q, k, v = project_qkv(x, self.num_heads, P, self.dtype)
+        if self.shared_qk not in (-1, 0, 1):
+            raise ValueError(f"RoutingAttention: shared_qk={self.shared_qk!r}; expected -1 (when causal), 0 or 1")
+        if self.kmeans_init_iters < 0:
+            raise ValueError(f"RoutingAttention: kmeans_init_iters={self.kmeans_init_iters} must be >= 0")
+        shared = bool(self.causal) if self.shared_qk == -1 else bool(self.shared_qk)
+        C0, w = self._sizes(L)
+        # Shared QK: the routing heads' keys are their queries' projection (no "key" projection for them); the
+        # local heads keep their own keys.
+        q, v = project_qkv(x, self.num_heads, P, self.dtype, torch_init=self.torch_init, names=("query", "value"))
+        Hk = self.num_heads - Hr if shared else self.num_heads  # heads with a key projection of their own
+        k = project_qkv(x, Hk, P, self.dtype, torch_init=self.torch_init, names=("key",))[0] if Hk else None
+        k_local = None if k is None else k[:, k.shape[1] - (self.num_heads - Hr):]
+        valid = None if mask is None else mask.astype(bool)
 
         outs = []
         if Hr:
-            C0 = self.num_clusters or default_num_clusters(L)
             mu_var = self.variable("routing", "centroids", lambda: random_unit_centroids(
                 self.make_rng("params"), Hr, C0, P))
+            # The flag exists from init on; a state without it (made before it existed, or by hand) counts as
+            # initialised: its centroids are used as they are.
+            has_flag = self.is_initializing() or self.has_variable("routing", "initialized")
+            init_var = (self.variable("routing", "initialized", lambda: jnp.zeros((), jnp.float32))
+                        if self.kmeans_init_iters and has_flag else None)
             mu = jax.lax.stop_gradient(mu_var.value)
             C = mu.shape[1]
-            w = min(self.window or default_window(L, C), L)
-            qr, kr, vr = q[:, :Hr], k[:, :Hr], v[:, :Hr]
-            q_hat, k_hat = l2_normalize(qr.astype(jnp.float32)), l2_normalize(kr.astype(jnp.float32))
-            idx_q, idx_k = balanced_assignment(q_hat, k_hat, mu, w, mask)
-            outs.append(routing_attention(qr, kr, vr, idx_q, idx_k, key_mask=mask, causal=self.causal))
+            w = min(w or default_window(L, C), L)
+            qr, vr = q[:, :Hr], v[:, :Hr]
+            q_hat = l2_normalize(qr.astype(jnp.float32))
+            if shared:
+                kr = l2_normalize(qr.astype(jnp.float32)).astype(qr.dtype)  # k = q^, as lucidrains' shared QK
+                x_hat, x_valid = q_hat, valid
+            else:
+                kr = k[:, :Hr]
+                k_hat = l2_normalize(kr.astype(jnp.float32))
+                x_hat = jnp.concatenate([q_hat, k_hat], axis=2)  # [B, Hr, 2L, P]
+                x_valid = None if valid is None else jnp.concatenate([valid, valid], axis=1)
+            training = not deterministic
+            update = training and self.is_mutable_collection("routing") and not self.is_initializing()
 
-            x_hat = jnp.concatenate([q_hat, k_hat], axis=2)  # [B, Hr, 2L, P]
-            valid = None if mask is None else jnp.concatenate([mask, mask], axis=1).astype(bool)
-            if not deterministic:
-                self.sow("losses", "commitment", self.commitment_weight * commitment_loss(x_hat, mu, valid))
-                if self.is_mutable_collection("routing") and not self.is_initializing():
-                    mu_var.value = centroid_update(mu, x_hat, valid, self.ema_decay)
+            mu_route = mu
+            if init_var is not None and update:
+                rng = self.make_rng("dropout") if self.has_rng("dropout") else jax.random.key(0)
+                fresh = jax.lax.cond(init_var.value > 0, lambda: mu,
+                                     lambda: kmeans_init(rng, x_hat, C, x_valid, self.kmeans_init_iters))
+                if not self.causal:  # the reference routes the initialising batch with the new centroids
+                    mu_route = fresh
+                mu = fresh
+                init_var.value = jnp.ones((), jnp.float32)
+
+            if self.causal:
+                a_q = causal_assignment(q_hat, mu_route, valid)
+                a_k = a_q if shared else causal_assignment(k_hat, mu_route, valid)
+                outs.append(causal_routing_attention(qr, kr, vr, a_q, a_k, w, key_mask=mask, shared_qk=shared))
+            else:
+                k_route = q_hat if shared else k_hat
+                idx_q, idx_k = balanced_assignment(q_hat, k_route, mu_route, w, mask)
+                if shared:
+                    idx_k = idx_q
+                outs.append(routing_attention(qr, kr, vr, idx_q, idx_k, key_mask=mask, shared_qk=shared))
+
+            if training:
+                self.sow("losses", "commitment", self.commitment_weight * commitment_loss(x_hat, mu_route, x_valid))
+                if update:
+                    mu_var.value = centroid_update(mu, x_hat, x_valid, self.ema_decay)
         if Hr < self.num_heads:
-            ql, kl, vl = q[:, Hr:], k[:, Hr:], v[:, Hr:]
+            ql, kl, vl = q[:, Hr:], k_local, v[:, Hr:]
             if Hr:
                 block = self.local_window or w
             else:
-                block = self.local_window or default_window(L, self.num_clusters or default_num_clusters(L))
+                block = self.local_window or w or default_window(L, C0)
             outs.append(local_attention(ql, kl, vl, block, key_mask=mask, causal=self.causal))
-        return project_out(jnp.concatenate(outs, axis=1), self.d_model, self.dtype)
+        return project_out(jnp.concatenate(outs, axis=1), self.d_model, self.dtype, torch_init=self.torch_init)

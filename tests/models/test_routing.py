@@ -1,6 +1,8 @@
 """Routing attention: fast = plain = NumPy given the indices (float64), balanced clusters of exactly w, C = 1 is full
-attention, tokens in no cluster output 0, online k-means (closed form, no gradient, convergence, eval leaves it),
-local heads, causality, padding, finite gradients."""
+attention, tokens in no cluster output 0, shared QK against its definition, the exactly causal sliding-window form
+against its plain form and a NumPy loop, online k-means (closed form, no gradient, convergence, eval leaves it),
+k-means init on the first training batch (once, under jit), the reference defaults, local heads, causality,
+padding, finite gradients."""
 import functools
 import itertools
 
@@ -10,9 +12,10 @@ import numpy as np
 import pytest
 
 from models.attention import MultiHeadAttention, attention_dense
-from models.routing import (RoutingAttention, balanced_assignment, centroid_update, commitment_loss, l2_normalize,
-                            local_attention, local_attention_dense, random_unit_centroids, routing_attention,
-                            routing_attention_dense, similarities)
+from models.routing import (TOKEN_SELF, RoutingAttention, balanced_assignment, causal_assignment,
+                            causal_routing_attention, causal_routing_attention_dense, centroid_update,
+                            commitment_loss, kmeans_init, l2_normalize, local_attention, local_attention_dense,
+                            random_unit_centroids, routing_attention, routing_attention_dense, similarities)
 
 TOL = dict(rtol=1e-10, atol=1e-10)
 
@@ -49,7 +52,7 @@ def numpy_routing(q, k, v, idx_q, idx_k, key_mask, causal):
     return np.where(count[..., None] > 0, total / np.maximum(count, 1)[..., None], 0.0)
 
 
-kernels = functools.partial(jax.jit, static_argnames=("causal",))
+kernels = functools.partial(jax.jit, static_argnames=("causal", "shared_qk"))
 fast, plain = kernels(routing_attention), kernels(routing_attention_dense)
 
 
@@ -141,28 +144,32 @@ def test_centroid_update_equals_its_closed_form_on_a_toy_batch(x64):
                      [-1.0, 0.0]])  # cluster 2 has no members: unchanged
     np.testing.assert_allclose(new[0], want, rtol=1e-6, atol=1e-6)  # rsqrt(|x|^2 + 1e-6) normalisation
     # commitment loss: mean squared distance of the real vectors to their (stop-gradient) centroids
-    d = [np.sum((np.asarray(x)[b, 0, n] - np.asarray(mu)[0, c]) ** 2)
+    # (the reference's F.mse_loss: a mean over the feature dimension too, here P = 2)
+    d = [np.mean((np.asarray(x)[b, 0, n] - np.asarray(mu)[0, c]) ** 2)
          for b, n, c in [(0, 0, 0), (0, 1, 1), (0, 2, 1), (1, 0, 0), (1, 2, 1)]]
     np.testing.assert_allclose(float(jax.jit(commitment_loss)(x, mu, valid)), np.mean(d), rtol=1e-12)
 
 
 @functools.lru_cache(maxsize=None)
-def _small_variables():
-    """Variables of the small module (they do not depend on ``causal``): initialised once for all the tests."""
-    mod = RoutingAttention(d_model=16, num_heads=4, num_clusters=3)
-    return jax.jit(lambda x: mod.init(jax.random.key(1), x))(jnp.zeros((1, 12, 16)))
+def _small_variables(causal=False):
+    """Variables of the small module, initialised once per mode for all the tests, with the k-means init marked
+    done (these tests follow the online updates; the first-batch init has its own tests)."""
+    mod = RoutingAttention(d_model=16, causal=causal, num_heads=4, num_clusters=3)
+    variables = jax.jit(lambda x: mod.init(jax.random.key(1), x))(jnp.zeros((1, 12, 16)))
+    return {**variables, "routing": {**variables["routing"], "initialized": jnp.ones((), jnp.float32)}}
 
 
 def small(causal=False):
-    """4 heads of width 4 (2 routing, 2 local), 3 clusters of 4 queries and keys, local blocks of 4."""
+    """4 heads of width 4 (2 routing, 2 local), 3 clusters, windows of 4, local blocks of 4; shared QK when
+    causal (the reference default)."""
     mod = RoutingAttention(d_model=16, causal=causal, num_heads=4, num_clusters=3, window=4, local_window=4)
-    return mod, _small_variables(), jax.random.normal(jax.random.key(0), (2, 12, 16))
+    return mod, _small_variables(causal), jax.random.normal(jax.random.key(0), (2, 12, 16))
 
 
 def normalised_qk(variables, x):
     p = variables["params"]
     proj = lambda name, bias: jnp.einsum("bld,dhp->bhlp", x, p[name]["kernel"]) + (
-        p[name]["bias"].T[None, :, None] if bias else 0.0)
+        p[name]["bias"][None, :, None, :] if bias else 0.0)
     Hr = variables["routing"]["centroids"].shape[0]
     return l2_normalize(proj("query", True)[:, :Hr]), l2_normalize(proj("key", False)[:, :Hr])
 
@@ -271,17 +278,19 @@ def test_padding_never_reaches_real_positions(causal):
     np.testing.assert_allclose(np.asarray(y1[1, :7]), np.asarray(y3[0]), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("L", [1, 37])
-def test_finite_gradients_and_defaults(L):
-    mod = RoutingAttention(d_model=16)  # defaults: 8 heads, 4 routing, C ~ sqrt(L), w = ceil(L / C)
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("L", [1, 37, 130])
+def test_finite_gradients_and_defaults(L, causal):
+    mod = RoutingAttention(d_model=16, causal=causal)  # defaults: 8 heads, 4 routing, w = 64, C = ceil(L / 64)
     x = jax.random.normal(jax.random.key(0), (2, L, 16))
     mask = jnp.ones((2, L), bool).at[1, L // 2 + 1:].set(False)
     variables = jax.jit(lambda x: mod.init(jax.random.key(1), x, mask=mask))(x)
-    assert variables["routing"]["centroids"].shape == (4, max(1, round(np.sqrt(L))), 2)
+    assert variables["routing"]["centroids"].shape == (4, -(-L // 64), 2)
+    assert float(variables["routing"]["initialized"]) == 0.0
 
     def loss(params):
         y, sown = mod.apply({**variables, "params": params}, x, mask=mask, deterministic=False,
-                            mutable=["routing", "losses"])
+                            mutable=["routing", "losses"], rngs={"dropout": jax.random.key(2)})
         return jnp.sum(y ** 2) + sum(jnp.sum(a) for a in jax.tree_util.tree_leaves(sown["losses"]))
 
     grads = jax.jit(jax.grad(loss))(variables["params"])
@@ -299,10 +308,192 @@ def test_encoder_threads_centroids_and_losses_through_every_block():
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 10, size=(2, 16)))
     variables = jax.jit(lambda t: enc.init(jax.random.key(0), t))(tokens)
     assert set(variables) == {"params", "routing"}
-    assert variables["routing"]["block0"]["mixer"]["centroids"].shape == (4, 4, 2)  # C = sqrt(16)
+    assert variables["routing"]["block0"]["mixer"]["centroids"].shape == (4, 1, 2)  # C = ceil(16 / 64)
     _, state = jax.jit(lambda v, t: enc.apply(v, t, deterministic=False, mutable=["routing", "losses"],
                                               rngs={"dropout": jax.random.key(1)}))(variables, tokens)
     assert set(state["losses"]) == {"block0", "block1"}
     for b in ("block0", "block1"):
         assert not np.allclose(np.asarray(state["routing"][b]["mixer"]["centroids"]),
                                np.asarray(variables["routing"][b]["mixer"]["centroids"]))
+
+
+# ----------------------------------------------------------------------------------------------------- shared QK
+
+def numpy_shared_qk(q, v, idx, key_mask):
+    """The shared-QK definition worked out directly: keys are the normalised queries, one index set per cluster for
+    both, a token's logit with itself is TOKEN_SELF (-5e4), averaged over the clusters a token sits in."""
+    q, v, idx, key_mask = map(np.asarray, (q, v, idx, key_mask))
+    B, H, L, P = q.shape
+    k = q / np.sqrt(np.sum(q * q, -1, keepdims=True) + 1e-6)
+    total, count = np.zeros_like(v), np.zeros((B, H, L))
+    for b, h in itertools.product(range(B), range(H)):
+        for c in range(idx.shape[2]):
+            for i in idx[b, h, c]:
+                count[b, h, i] += 1
+                keys = [j for j in idx[b, h, c] if key_mask[b, j]]
+                if not keys:
+                    continue
+                logits = np.array([TOKEN_SELF if j == i else q[b, h, i] @ k[b, h, j] / np.sqrt(P) for j in keys])
+                w = np.exp(logits - logits.max())
+                total[b, h, i] += (w[:, None] * v[b, h, keys]).sum(0) / w.sum()
+    return np.where(count[..., None] > 0, total / np.maximum(count, 1)[..., None], 0.0)
+
+
+def test_shared_qk_against_its_definition(x64):
+    q, _, v, key_mask, mu = inputs(7)
+    q_hat = l2_normalize(q)
+    idx, _ = balanced_assignment(q_hat, q_hat, mu, 5, key_mask)
+    want = numpy_shared_qk(q, v, idx, key_mask)
+    got = fast(q, q_hat, v, idx, idx, key_mask=key_mask, shared_qk=True)
+    np.testing.assert_allclose(np.asarray(got), want, **TOL)
+    np.testing.assert_allclose(np.asarray(plain(q, q_hat, v, idx, idx, key_mask=key_mask, shared_qk=True)), want,
+                               **TOL)
+
+
+def test_shared_qk_module_with_one_cluster_is_its_definition():
+    """Only routing heads, one cluster over the whole sequence, shared QK: the module is dense attention over the
+    keys k = q^ with the self logit at -5e4 (the reference's shared-QK layer), computed here from its parameters.
+    There is no key projection (nothing else has one)."""
+    L, D, H = 10, 16, 4
+    mod = RoutingAttention(d_model=D, num_heads=H, num_routing_heads=H, shared_qk=1)
+    x = jax.random.normal(jax.random.key(0), (2, L, D))
+    variables = jax.jit(lambda x: mod.init(jax.random.key(1), x))(x)
+    assert "key" not in variables["params"] and variables["routing"]["centroids"].shape == (H, 1, D // H)
+    got = jax.jit(lambda v, x: mod.apply(v, x))(variables, x)
+    p = {n: np.asarray(a, np.float64) for n, a in flax_flatten(variables["params"]).items()}
+    xn = np.asarray(x, np.float64)
+    q = np.einsum("bld,dhp->bhlp", xn, p["query/kernel"]) + p["query/bias"][None, :, None, :]
+    v = np.einsum("bld,dhp->bhlp", xn, p["value/kernel"]) + p["value/bias"][None, :, None, :]
+    o = numpy_shared_qk(q, v, np.broadcast_to(np.arange(L), (2, H, 1, L)), np.ones((2, L), bool))
+    want = np.einsum("bhlp,hpd->bld", o, p["out/kernel"]) + p["out/bias"]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=2e-4, atol=2e-5)
+
+
+def flax_flatten(tree):
+    return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+# ----------------------------------------------------------------------------------------------------- causal routing
+
+def numpy_causal_routing(q, k, v, a_q, a_k, w, key_mask, shared):
+    """The causal definition worked out directly: query i attends to the last w keys j <= i of its cluster (then
+    drops padded ones); shared QK puts its own logit at -5e4."""
+    q, k, v, a_q, a_k, key_mask = map(np.asarray, (q, k, v, a_q, a_k, key_mask))
+    B, H, L, P = q.shape
+    out = np.zeros_like(v)
+    for b, h, i in itertools.product(range(B), range(H), range(L)):
+        keys = [j for j in range(i + 1) if a_k[b, h, j] == a_q[b, h, i]][-w:]
+        keys = [j for j in keys if key_mask[b, j]]
+        if not keys:
+            continue
+        logits = np.array([TOKEN_SELF if (shared and j == i) else q[b, h, i] @ k[b, h, j] / np.sqrt(P)
+                           for j in keys])
+        e = np.exp(logits - logits.max())
+        out[b, h, i] = e @ v[b, h, keys] / e.sum()
+    return out
+
+
+causal_fast = jax.jit(causal_routing_attention, static_argnums=5, static_argnames="shared_qk")
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("w", [1, 3, 13])
+def test_causal_routing_equals_plain_and_numpy(x64, shared, w):
+    q, k, v, key_mask, mu = inputs(8)
+    if shared:
+        k = l2_normalize(q)
+    a_q = causal_assignment(l2_normalize(q), mu, key_mask)
+    a_k = a_q if shared else causal_assignment(l2_normalize(k), mu, key_mask)
+    assert int(jnp.max(a_q)) == 3 and np.all(np.asarray(a_q)[1, :, 8:] == 3)  # padded tokens: a cluster of their own
+    got = causal_fast(q, k, v, a_q, a_k, w, key_mask=key_mask, shared_qk=shared)
+    want = causal_routing_attention_dense(q, k, v, a_q, a_k, w, key_mask=key_mask, shared_qk=shared)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), **TOL)
+    np.testing.assert_allclose(np.asarray(want), numpy_causal_routing(q, k, v, a_q, a_k, w, key_mask, shared), **TOL)
+    assert np.all(np.asarray(got)[1, :, 8:] == 0.0)  # padded queries see no real key
+
+
+def test_causal_routing_with_one_cluster_and_a_full_window_is_causal_attention(x64):
+    q, k, v, key_mask, _ = inputs(9)
+    a = jnp.zeros(q.shape[:3], jnp.int32)
+    got = causal_fast(q, k, v, a, a, 13, key_mask=key_mask)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(attention_dense(q, k, v, key_mask=key_mask, causal=True)),
+                               **TOL)
+
+
+# ----------------------------------------------------------------------------------------------------- k-means init
+
+def test_kmeans_init_finds_two_groups_and_skips_padding(x64):
+    """Two orthogonal groups of vectors (and padded vectors pointing elsewhere): from any random start, 10 Lloyd
+    iterations end on the normalised sums of the two groups; padded vectors are never picked or counted."""
+    r = np.random.default_rng(0)
+    a, b, pad = np.eye(4)[0], np.eye(4)[1], np.eye(4)[2]
+    pts = np.stack([a + 0.05 * r.normal(size=4) for _ in range(5)] + [b + 0.05 * r.normal(size=4) for _ in range(5)]
+                   + [pad] * 6)
+    x = jnp.asarray(pts / np.linalg.norm(pts, axis=1, keepdims=True))[None, None]  # [1, 1, 16, 4]
+    valid = jnp.asarray(np.arange(16) < 10)[None]
+    xs = np.asarray(x)[0, 0]
+    want = np.stack([s / np.linalg.norm(s) for s in (xs[:5].sum(0), xs[5:10].sum(0))])  # group a first
+    for seed in range(6):
+        mu = np.asarray(jax.jit(kmeans_init, static_argnums=(2, 4))(jax.random.key(seed), x, 2, valid, 10))
+        assert mu.shape == (1, 2, 4)
+        got = mu[0][np.argsort(-mu[0][:, 0])]  # the centroid near a first
+        np.testing.assert_allclose(got, want, atol=1e-6, err_msg=str(seed))
+
+
+def test_first_training_batch_runs_kmeans_once_under_jit():
+    """The flag starts at 0; the first training step sets it and leaves k-means centroids (with ema_decay = 0 the
+    state after the step is one more Lloyd step from them, so it is a k-means fixed point on that batch); the
+    next step is the plain EMA update of the state, not a second init; evaluation changes nothing."""
+    mod = RoutingAttention(d_model=16, num_heads=4, num_clusters=3, window=4, ema_decay=0.0)
+    x1, x2 = jax.random.normal(jax.random.key(0), (2, 2, 12, 16))
+    mask = jnp.arange(12)[None] < jnp.array([[12], [8]])
+    variables = jax.jit(lambda x: mod.init(jax.random.key(1), x))(x1)
+    assert float(variables["routing"]["initialized"]) == 0.0
+    train = jax.jit(lambda v, x: mod.apply(v, x, mask=mask, deterministic=False, mutable=["routing", "losses"],
+                                           rngs={"dropout": jax.random.key(3)}))
+    _, s1 = train(variables, x1)
+    assert float(s1["routing"]["initialized"]) == 1.0
+    x_hat = lambda v, x: jnp.concatenate(normalised_qk({**variables, **v}, x), 2)
+    valid = jnp.concatenate([mask, mask], 1)
+    mu1 = s1["routing"]["centroids"]
+    again = centroid_update(mu1, x_hat(variables, x1), valid, 0.0)
+    np.testing.assert_allclose(np.asarray(again), np.asarray(mu1), atol=1e-6)
+    random_start = variables["routing"]["centroids"]
+    assert not np.allclose(np.asarray(centroid_update(random_start, x_hat(variables, x1), valid, 0.0)),
+                           np.asarray(random_start), atol=1e-3)
+    _, s2 = train({**variables, "routing": s1["routing"]}, x2)
+    np.testing.assert_allclose(np.asarray(s2["routing"]["centroids"]),
+                               np.asarray(centroid_update(mu1, x_hat(variables, x2), valid, 0.0)), atol=1e-6)
+    _, s3 = jax.jit(lambda v, x: mod.apply(v, x, mutable=["routing"]))(variables, x1)
+    assert float(s3["routing"]["initialized"]) == 0.0
+
+
+def test_a_state_without_the_flag_keeps_its_centroids():
+    mod, variables, x = small()
+    old = {**variables, "routing": {"centroids": variables["routing"]["centroids"]}}
+    _, state = jax.jit(lambda v, x: mod.apply(v, x, deterministic=False, mutable=["routing", "losses"]))(old, x)
+    assert set(state["routing"]) == {"centroids"}
+    x_hat = jnp.concatenate(normalised_qk(variables, x), 2)
+    np.testing.assert_allclose(np.asarray(state["routing"]["centroids"]),
+                               np.asarray(centroid_update(old["routing"]["centroids"], x_hat, None, 0.999)),
+                               rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------- defaults
+
+def test_reference_defaults():
+    """lucidrains/routing-transformer: window 64 tokens per cluster (C = L / 64), shared QK exactly when causal,
+    10 k-means init iterations, the local block = the window, PyTorch Linear init (|w| <= 1/sqrt(fan_in))."""
+    f = RoutingAttention.__dataclass_fields__
+    assert (f["window"].default, f["num_clusters"].default, f["shared_qk"].default, f["kmeans_init_iters"].default,
+            f["local_window"].default, f["torch_init"].default) == (64, 0, -1, 10, 0, True)
+    x = jnp.zeros((1, 256, 32))
+    for causal, key_heads in ((False, 8), (True, 4)):
+        v = jax.jit(lambda x: RoutingAttention(d_model=32, causal=causal).init(jax.random.key(0), x))(x)
+        assert v["routing"]["centroids"].shape == (4, 4, 4)  # 256 / 64 clusters
+        assert v["params"]["key"]["kernel"].shape == (32, key_heads, 4)  # causal: routing heads share q and k
+        for name, fan_in in (("query", 32), ("value", 32), ("out", 32)):
+            for leaf in v["params"][name].values():
+                a = np.abs(np.asarray(leaf))
+                assert a.max() <= 1 / np.sqrt(fan_in) and a.max() > 0.9 / np.sqrt(fan_in)
