@@ -1,5 +1,4 @@
-"""Combiner-Fixed (Ren et al. 2021, "Combiner: Full Attention Transformer with Sparse Computation Cost");
-models.md section 5.
+"""Combiner-Fixed (Ren et al. 2021, "Combiner: Full Attention Transformer with Sparse Computation Cost").
 
 Attention as ``o_i = E_{p(j|i)}[v_j]`` with ``p(j|i)`` factorised so that every key is reached, directly or through
 a summary of its segment. Segments of length ``s`` (default about sqrt(L); the length is padded to a multiple of s
@@ -15,8 +14,19 @@ with masked tokens), ``S_r = {rs, ..., rs + s - 1}``, ``g(i) = floor(i / s)``; q
   elsewhere; rows sum to 1 and every entry is positive.
 * Causal: direct keys ``j <= i`` in the own segment, indirect terms only for ``r < g(i)``.
 
-Our partition counts the own segment once (the official TF ``sqrt_fixed_full`` also adds it through its summary).
-``s = 1`` and ``s = L`` both reduce to standard softmax attention.
+Two variants of the bidirectional layer (``variant``):
+
+* ``"official"`` (the default): the official Combiner code (google-research/google-research,
+  ``combiner/combiner/tf/approx_attention.py``, ``sqrt_fixed_full``, at commit
+  5b09c22d73a9d35eb6c5d2a99b95677a45053466) masks no segment out of the indirect logits when not causal, so a
+  token's own segment is reached twice: directly and through its own summary (indirect terms for every ``r``,
+  ``A_ij = alpha_ij + alphabar_{i,g(i)} pi_{g(i),j}`` in the own segment). The published Combiner LRA numbers came
+  from that code. With ``s = 1`` it is softmax attention whose own-token logit gains ``log 2``.
+* ``"partition"`` (the project's earlier default): the own segment is counted once (indirect terms for
+  ``r != g(i)``), so the terms partition the keys; ``s = 1`` and ``s = L`` both reduce to standard softmax
+  attention.
+
+The causal layer is the same in both (indirect terms only for ``r < g(i)``, as the official code's strict mask).
 
 Kernel functions over ``[batch, heads, length, dim]``: :func:`combiner_attention` (segments as blocks: ``O(L s P)``
 direct, ``O(L n_s P)`` indirect, ``O(L^1.5 P)`` time and memory at ``s = sqrt(L)``) next to its plain form
@@ -39,6 +49,14 @@ def _acc(dtype):
     return jnp.promote_types(dtype, jnp.float32)
 
 
+VARIANTS = ("official", "partition")
+
+
+def _check_variant(variant):
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown Combiner variant {variant!r}; expected one of {VARIANTS}")
+
+
 def default_segment_size(length: int) -> int:
     """About sqrt(L) (1024 -> 32, 4096 -> 64, 16384 -> 128)."""
     return max(1, round(math.sqrt(length)))
@@ -49,9 +67,10 @@ def _masked_softmax(logits, allowed, axis=-1):
     return jnp.where(jnp.any(allowed, axis=axis, keepdims=True), jax.nn.softmax(logits, axis=axis), 0.0)
 
 
-def combiner_attention(q, k, v, segment: int, *, key_mask=None, causal=False):
-    """Combiner-Fixed by segment blocks. q, k: [B, H, L, P]; v: [B, H, L, Pv]; key_mask: [B, L] bool.
-    Returns [B, H, L, Pv]."""
+def combiner_attention(q, k, v, segment: int, *, key_mask=None, causal=False, variant="official"):
+    """Combiner-Fixed by segment blocks. q, k: [B, H, L, P]; v: [B, H, L, Pv]; key_mask: [B, L] bool;
+    ``variant``: ``official`` (own segment also through its summary) or ``partition``. Returns [B, H, L, Pv]."""
+    _check_variant(variant)
     B, H, L, P = q.shape
     acc = _acc(q.dtype)
     s = max(1, min(segment, L))
@@ -79,7 +98,10 @@ def combiner_attention(q, k, v, segment: int, *, key_mask=None, causal=False):
     indirect = jnp.einsum("bhrip,bhmp->bhrim", qs, k_bar)  # [B, H, n, s, n]
     d_ok = vm[:, :, :, None, :]  # [B, 1, n, 1, s]
     r, m = jnp.arange(n)[:, None], jnp.arange(n)[None, :]
-    other = (m < r) if causal else (m != r)  # [n(own), n(summary)]
+    if causal:
+        other = m < r  # [n(own), n(summary)]
+    else:
+        other = jnp.ones((n, n), bool) if variant == "official" else m != r
     i_ok = seg_valid[:, :, None, None, :] & other[None, None, :, None, :]  # [B, 1, n, 1, n]
     if causal:
         d_ok = d_ok & jnp.tril(jnp.ones((s, s), bool))
@@ -89,9 +111,11 @@ def combiner_attention(q, k, v, segment: int, *, key_mask=None, causal=False):
     return o.reshape(B, H, n * s, -1)[:, :, :L].astype(v.dtype)
 
 
-def combiner_matrix(q, k, segment: int, *, key_mask=None, causal=False):
+def combiner_matrix(q, k, segment: int, *, key_mask=None, causal=False, variant="official"):
     """Plain form: the implied full attention matrix A [B, H, L, L], built entry by entry from the formula
-    (``A_ij = alpha_ij`` in the own segment, ``alphabar_{i,g(j)} pi_{g(j),j}`` elsewhere), on whole-length arrays."""
+    (``A_ij = alpha_ij`` in the own segment, ``alphabar_{i,g(j)} pi_{g(j),j}`` elsewhere; ``official`` adds
+    ``alphabar_{i,g(i)} pi_{g(i),j}`` in the own segment too), on whole-length arrays."""
+    _check_variant(variant)
     B, H, L, P = q.shape
     acc = _acc(q.dtype)
     q, k = q.astype(acc) * P ** -0.5, k.astype(acc)
@@ -118,7 +142,11 @@ def combiner_matrix(q, k, segment: int, *, key_mask=None, causal=False):
     if causal:
         d_ok = d_ok & attention_mask(None, L, L, True)
     gi, r = g[:, None], jnp.arange(n)[None, :]
-    i_ok = ((r < gi) if causal else (r != gi))[None, None] & seg_valid[:, None, None, :]  # [B, 1, L, n]
+    if causal:
+        i_ok = r < gi
+    else:
+        i_ok = jnp.ones((L, n), bool) if variant == "official" else r != gi
+    i_ok = i_ok[None, None] & seg_valid[:, None, None, :]  # [B, 1, L, n]
     # the joint normaliser Z_i over both kinds of logits
     top = jnp.maximum(jnp.max(jnp.where(d_ok, direct, NEG_INF), -1), jnp.max(jnp.where(i_ok, indirect, NEG_INF), -1))
     e_direct = jnp.where(d_ok, jnp.exp(direct - top[..., None]), 0.0)
@@ -127,13 +155,14 @@ def combiner_matrix(q, k, segment: int, *, key_mask=None, causal=False):
     z = jnp.where(z > 0, z, 1.0)[..., None]
     # indirect weight of the segment of j, times pi_{g(j), j}, for j outside i's segment
     via = jnp.take_along_axis(e_indirect, jnp.broadcast_to(g[None, None, None, :], (B, H, L, L)), axis=3)
-    a = e_direct / z + jnp.where(same[None, None], 0.0, via / z * pi_j[:, :, None, :])
+    own_twice = variant == "official" and not causal  # the own segment's summary term is there too
+    a = e_direct / z + jnp.where(same[None, None] & (not own_twice), 0.0, via / z * pi_j[:, :, None, :])
     return a
 
 
-def combiner_dense(q, k, v, segment: int, *, key_mask=None, causal=False):
+def combiner_dense(q, k, v, segment: int, *, key_mask=None, causal=False, variant="official"):
     """Plain form: ``A V`` with A from :func:`combiner_matrix`."""
-    a = combiner_matrix(q, k, segment, key_mask=key_mask, causal=causal)
+    a = combiner_matrix(q, k, segment, key_mask=key_mask, causal=causal, variant=variant)
     return jnp.einsum("bhij,bhjp->bhip", a, v.astype(a.dtype)).astype(v.dtype)
 
 
@@ -145,6 +174,7 @@ class Combiner(nn.Module):
     num_heads: int = 8
     segment_size: int = 0
     qkv_dim: int = 0  # total width of q/k/v over all heads; 0 = d_model
+    variant: str = "official"  # official (own segment also through its summary, as the published code) | partition
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -153,5 +183,5 @@ class Combiner(nn.Module):
         # (max-pooling commutes with adding b), and the same <qbar_r, b> to every summary logit, so softmax ignores it.
         q, k, v = project_qkv(x, self.num_heads, head_dim_of(self.d_model, self.num_heads, self.qkv_dim), self.dtype)
         s = self.segment_size or default_segment_size(x.shape[1])
-        return project_out(combiner_attention(q, k, v, s, key_mask=mask, causal=self.causal), self.d_model,
-                           self.dtype)
+        o = combiner_attention(q, k, v, s, key_mask=mask, causal=self.causal, variant=self.variant)
+        return project_out(o, self.d_model, self.dtype)
