@@ -85,18 +85,19 @@ def published(name: str, task: str) -> dict | None:
 
 def aaren() -> ml_collections.ConfigDict:
     """Aaren: causal by construction; classification reads the last real position (the learned query's attention
-    over the whole sequence). Query init and score scale 0 = 1/sqrt(head_dim) (unverified choices, models.md 3(d))."""
+    over the whole sequence). Query init and score scale 0 = 1/sqrt(head_dim) (unverified choices: no official code)."""
     m = encoder_defaults("aaren", pos_emb="learned", pooling="last", causal=True)
     m.mixer_kwargs = ml_collections.ConfigDict({"num_heads": 8, "query_init_std": 0.0, "score_scale": 0.0})
     return m
 
 
 def deltanet() -> ml_collections.ConfigDict:
-    """DeltaNet (fla's layer): short convs give it local order, so no positional embedding; bidirectional for
-    classification (causal=False, our two-direction form), causal=True for causal-LM pretraining."""
+    """DeltaNet (fla's layer and its defaults: no output gate, no conv bias): short convs give it local order, so
+    no positional embedding; bidirectional for classification (causal=False, our two-direction form), causal=True
+    for causal-LM pretraining."""
     m = encoder_defaults("deltanet", pos_emb="none")
     m.mixer_kwargs = ml_collections.ConfigDict(
-        {"num_heads": 4, "chunk_size": 16, "conv_size": 4, "use_gate": True, "norm_eps": 1e-5})
+        {"num_heads": 4, "chunk_size": 16, "conv_size": 4, "use_gate": False, "conv_bias": False, "norm_eps": 1e-5})
     return m
 
 
@@ -112,21 +113,27 @@ def hydra() -> ml_collections.ConfigDict:
 
 
 def routing() -> ml_collections.ConfigDict:
-    """Routing Transformer attention: half the heads content-routed (online k-means centroids in the ``routing``
-    collection, commitment loss 1e-4), half blocked-local; C = 0 -> about sqrt(L) clusters, window 0 -> ceil(L / C),
-    local block 0 -> the routing window. The head split and per-layer routing are unverified choices (models.md 4)."""
+    """Routing Transformer attention (lucidrains/routing-transformer's defaults): half the heads content-routed
+    (online k-means centroids in the ``routing`` collection, initialised by 10 k-means iterations on the first
+    training batch; commitment loss 1e-4 on the feature-mean squared error), half blocked-local; window 64 tokens
+    per cluster, C = 0 -> ceil(L / 64) clusters, local block 0 -> the routing window; shared_qk -1 -> shared exactly
+    when causal. ``window=0`` with C = 0 is the earlier about-sqrt(L) rule. The head split and per-layer routing are
+    unverified choices."""
     m = encoder_defaults("routing", pos_emb="learned")
     m.mixer_kwargs = ml_collections.ConfigDict(
-        {"num_heads": 8, "num_routing_heads": -1, "num_clusters": 0, "window": 0, "local_window": 0, "qkv_dim": 0,
-         "ema_decay": 0.999, "commitment_weight": 1e-4})
+        {"num_heads": 8, "num_routing_heads": -1, "num_clusters": 0, "window": 64, "local_window": 0, "qkv_dim": 0,
+         "shared_qk": -1, "ema_decay": 0.999, "commitment_weight": 1e-4, "kmeans_init_iters": 10,
+         "torch_init": True})
     return m
 
 
 def combiner() -> ml_collections.ConfigDict:
     """Combiner-Fixed: segments of about sqrt(L) (segment_size 0), max-pooled summaries, one softmax over direct and
-    indirect logits (models.md 5)."""
+    indirect logits; variant "official" (the published code: the own segment also through its summary) or
+    "partition" (own segment once)."""
     m = encoder_defaults("combiner", pos_emb="learned")
-    m.mixer_kwargs = ml_collections.ConfigDict({"num_heads": 8, "segment_size": 0, "qkv_dim": 0})
+    m.mixer_kwargs = ml_collections.ConfigDict(
+        {"num_heads": 8, "segment_size": 0, "qkv_dim": 0, "variant": "official"})
     return m
 
 
