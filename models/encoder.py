@@ -1,4 +1,4 @@
-"""The shared residual encoder, its input embedding, pooling and heads (models.md section 8).
+"""The shared residual encoder, its input embedding, pooling and heads (docs/mixers.md, "The shared encoder").
 
     inputs -> InputEmbedding (tokens: Embed; continuous values: Dense) [+ learned/sinusoidal positions]
            -> num_layers x EncoderBlock (norm, mixer, dropout, residual; norm, channel MLP/GLU, dropout, residual)
