@@ -7,7 +7,7 @@ import jax
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"  # written by tests/fixtures/make_fixtures.py
 
 
 def pytest_configure(config):
@@ -42,5 +42,5 @@ def x64():
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
-        pytest.fail(f"LRA fixtures not found at {FIXTURES} (expected the shared/ folder beside the checkout)")
+        pytest.fail(f"LRA fixtures not found at {FIXTURES}: rebuild them with python tests/fixtures/make_fixtures.py")
     return FIXTURES

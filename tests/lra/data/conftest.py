@@ -1,4 +1,4 @@
-"""Every data test leaves the shared fixtures untouched."""
+"""Every data test leaves the fixtures (tests/fixtures) untouched."""
 from pathlib import Path
 
 import pytest
@@ -10,8 +10,9 @@ def _files(root: Path) -> list:
 
 @pytest.fixture(autouse=True)
 def _fixtures_untouched(fixtures_dir):
-    """No data test may write (a cache, a manifest, a run) into the shared fixtures."""
+    """No data test may write (a cache, a manifest, a run) into the fixtures: a reader that caches beside its data
+    must be given a copy."""
     before = _files(fixtures_dir)
     yield
     after = _files(fixtures_dir)
-    assert after == before, f"a test changed ../shared/fixtures: {sorted(set(after) ^ set(before))[:5]}"
+    assert after == before, f"a test changed tests/fixtures: {sorted(set(after) ^ set(before))[:5]}"

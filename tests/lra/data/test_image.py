@@ -18,7 +18,7 @@ from lra.data import image
 from tests.lra.data.helpers import train_tiny
 
 REPO = Path(__file__).resolve().parents[3]
-ORIG = REPO.parent / "shared" / "fixtures" / "originals"
+ORIG = REPO / "tests" / "fixtures" / "originals"
 BIN, PY = ORIG / "cifar-10-batches-bin", ORIG / "cifar-10-batches-py"
 
 

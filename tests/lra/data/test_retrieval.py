@@ -12,7 +12,7 @@ from lra.data import retrieval
 from tests.lra.data.helpers import train_tiny
 
 REPO = Path(__file__).resolve().parents[3]
-FIX = REPO.parent / "shared" / "fixtures"
+FIX = REPO / "tests" / "fixtures"
 RELEASE = FIX / "lra_release"  # mirrors the tarball's inner lra_release/ folder
 
 BLEU = (b"BLEU-style evaluation revisited\nAbstract\nWe describe an automatic metric for machine translation that "

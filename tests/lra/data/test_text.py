@@ -13,7 +13,7 @@ from lra.data import text
 from tests.lra.data.helpers import train_tiny
 
 REPO = Path(__file__).resolve().parents[3]
-ORIG = REPO.parent / "shared" / "fixtures" / "originals"
+ORIG = REPO / "tests" / "fixtures" / "originals"
 
 # the fixture reviews in corpus order (neg by id, then pos by id), stripped, written out independently of the files
 NEG_2 = b"Dull from start to finish.<br /><br />The plot holes were large enough to drive a truck through."
