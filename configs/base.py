@@ -51,14 +51,13 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def load_file(spec: str):
-    """``FILE[:ARG]`` (as ``--config=`` takes it) -> the config its ``get_config(ARG)`` returns; FileNotFoundError
-    naming the file if there is none."""
+    """``FILE[:ARG]`` or ``NAME[:ARG]`` (as ``--config=`` takes it, :func:`configs.resolve`) -> the config its
+    ``get_config(ARG)`` returns; FileNotFoundError naming the file if there is none."""
     import importlib.util
-    from pathlib import Path
 
-    path, _, arg = spec.partition(":")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"config file {path!r} not found")
+    import configs
+
+    path, _, arg = configs.resolve(spec).partition(":")
     module_spec = importlib.util.spec_from_file_location("_config_file", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)

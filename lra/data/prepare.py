@@ -44,15 +44,14 @@ import numpy as np
 
 from lra.data.files import write_text_atomic
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIGS = {"listops": "lra_listops.py", "text": "lra_text.py", "retrieval": "lra_retrieval.py",
-           "image": "lra_image.py", "pathfinder": "lra_pathfinder.py", "pathx": "lra_pathx.py"}
+CONFIGS = {"listops": "lra_listops", "text": "lra_text", "retrieval": "lra_retrieval",  # task -> config name
+           "image": "lra_image", "pathfinder": "lra_pathfinder", "pathx": "lra_pathx"}
 MANIFEST_VERSION = 1
 CHUNK = 1024  # examples hashed at a time: a Path-X split is never materialised whole
 
 
 def load_config(spec: str):
-    """``FILE[:ARG]`` -> the config its ``get_config(ARG)`` returns (unlocked, for overrides)."""
+    """``FILE[:ARG]`` or ``NAME[:ARG]`` -> the config its ``get_config(ARG)`` returns (unlocked, for overrides)."""
     from configs import base
 
     config = base.load_file(spec)
@@ -177,10 +176,10 @@ def main(argv=None) -> None:
             overrides.append((key, value))
         else:
             rest.append(a)
-    ap = argparse.ArgumentParser(prog="python -m lra.data.prepare", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="lra-prepare", description=__doc__.split("\n\n")[0],
                                  epilog="Any --config.<key>=<value> overrides that key of the task's config.")
     ap.add_argument("--task", choices=sorted(CONFIGS), help="the task (its config is configs/lra_<task>.py)")
-    ap.add_argument("--config", help="a config file instead, FILE[:ARG] as train.py takes it")
+    ap.add_argument("--config", help="a config file or name instead, FILE[:ARG] or NAME[:ARG] as train.py takes it")
     ap.add_argument("--data_dir", help="= --config.data.data_dir")
     ap.add_argument("--cache_dir", help="= --config.data.cache_dir (tasks that cache)")
     ap.add_argument("--workers", help="= --config.data.workers (Pathfinder: processes; 0 = every core)")
@@ -191,7 +190,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(rest)
     if not args.config and not args.task:
         ap.error("give --task (or --config)")
-    spec = args.config or str(REPO / "configs" / CONFIGS[args.task])
+    spec = args.config or CONFIGS[args.task]  # a name: the installed config (configs.resolve)
     try:
         config = load_config(spec)
         if args.task and config.task != args.task:

@@ -3,6 +3,7 @@ the generator's parameters and the splits' checksums; reruns are cheap, --verify
 leaves no manifest, bad keys and missing data are named."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,7 @@ def fresh_memo():
 
 
 def _config(task, data_dir, overrides=()):
-    config = prepare.load_config(str(prepare.REPO / "configs" / prepare.CONFIGS[task]))
+    config = prepare.load_config(prepare.CONFIGS[task])
     prepare.apply_overrides(config, [("data.data_dir", str(data_dir)), *overrides], task)
     return config
 
@@ -112,4 +113,8 @@ def test_cli_shorthand_overrides_and_errors(fixtures_dir, tmp_path, capsys):
     with pytest.raises(SystemExit, match="cifar-10-batches-bin"):
         prepare.main(["--task=image", f"--data_dir={tmp_path / 'nothing'}"])
     with pytest.raises(SystemExit, match="is a config for task 'text'"):
-        prepare.main(["--task=image", "--config", str(prepare.REPO / "configs" / "lra_text.py")])
+        prepare.main(["--task=image", "--config", "lra_text"])  # a config's name, as a file path below
+    with pytest.raises(SystemExit, match="is a config for task 'text'"):
+        prepare.main(["--task=image", "--config", str(Path(__file__).resolve().parents[3] / "configs" / "lra_text.py")])
+    with pytest.raises(SystemExit, match="'lra_txt' not found"):
+        prepare.main(["--config=lra_txt", f"--data_dir={tmp_path}"])
