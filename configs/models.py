@@ -19,8 +19,10 @@ def encoder_defaults(mixer: str, **overrides) -> ml_collections.ConfigDict:
     m.dropout = 0.1
     m.mlp = "mlp"  # mlp | glu | "" (no channel mixer: the mixer carries its own)
     m.mlp_ratio = 4
-    m.pooling = "mean"  # mean | first | last
+    m.pooling = "mean"  # mean | first | last | cls (a learned token before position 0, LRA's Transformer)
     m.head_hidden = 256
+    m.head_act = "gelu"  # activation of the classifier head's hidden layer: gelu | relu (LRA's)
+    m.tie_dropout = False  # dropout masks shared across positions (S4's tie_dropout)
     m.dtype = "float32"  # activations and matmuls (bfloat16 on accelerators); params, softmax, scans, FFTs stay float32
     m.remat = False  # rematerialise every block in the backward pass (Path-X memory)
     m.update(overrides)

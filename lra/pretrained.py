@@ -46,13 +46,19 @@ def transfer_encoder(target: dict, source: dict, what: str) -> dict:
     tgt, src = _flat(target), _flat(source)
     enc = lambda flat: {p: v for p, v in flat.items() if p and p[0] == "encoder"}
     t_enc, s_enc = enc(tgt), enc(src)
-    missing = sorted(set(t_enc) - set(s_enc))
+    # A classifier with a CLS token (pooling "cls") has what pretraining never saw: the token itself (kept fresh, like
+    # the head) and one more learned position; the pretrained positions then shift by one, behind the CLS token's.
+    cls = ("encoder", "embedding", "cls")
+    missing = sorted(set(t_enc) - set(s_enc) - {cls})
     extra = sorted(set(s_enc) - set(t_enc))
     out, wrong = dict(tgt), []
     for p in sorted(set(t_enc) & set(s_enc)):
         value, want = np.asarray(s_enc[p]), t_enc[p].shape
         if p[1:] in WIDENED_INPUTS and value.shape[1:] == want[1:] and value.shape[0] == want[0] + 1:
             value = value[:-1]
+        if (cls in t_enc and p[1:] == ("embedding", "pos_embedding") and value.shape[1:] == want[1:]
+                and value.shape[0] + 1 == want[0]):
+            value = np.concatenate([np.asarray(t_enc[p])[:1], value], axis=0)
         if value.shape != want:
             wrong.append(f"{'/'.join(p)}: pretrained {value.shape}, this model {want}")
             continue

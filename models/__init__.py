@@ -38,7 +38,7 @@ def get_mixer(name: str):
         raise ValueError(f"unknown mixer {name!r}; registered mixers: {sorted(MIXERS)}") from None
 
 
-def build_encoder(model_config, *, vocab_size: int | None, max_len: int) -> Encoder:
+def build_encoder(model_config, *, vocab_size: int | None, max_len: int, cls_token: bool = False) -> Encoder:
     """The shared encoder for ``model_config`` (the ``config.model`` section) on a task's input spec."""
     c = model_config
     if c.dtype not in DTYPES:
@@ -59,6 +59,8 @@ def build_encoder(model_config, *, vocab_size: int | None, max_len: int) -> Enco
         mlp_ratio=c.mlp_ratio,
         dtype=DTYPES[c.dtype],
         remat=c.get("remat", False),
+        cls_token=cls_token,
+        tie_dropout=c.get("tie_dropout", False),
     )
 
 
@@ -68,10 +70,12 @@ def build(model_config, task, *, head: str = "classifier", num_outputs: int | No
     ``head``: ``classifier`` (the task's classes; the paired classifier for two-document tasks) or ``lm`` (a
     per-position head with ``num_outputs`` outputs, for pretraining).
     """
-    encoder = build_encoder(model_config, vocab_size=task.vocab_size, max_len=task.seq_len)
+    cls_token = head == "classifier" and model_config.pooling == "cls"
+    encoder = build_encoder(model_config, vocab_size=task.vocab_size, max_len=task.seq_len, cls_token=cls_token)
     if head == "lm":
         return LanguageModel(encoder, num_outputs)
     if head != "classifier":
         raise ValueError(f"unknown head {head!r}; expected 'classifier' or 'lm'")
     cls = PairedClassifier if task.paired else Classifier
-    return cls(encoder, task.num_classes, model_config.pooling, model_config.head_hidden)
+    return cls(encoder, task.num_classes, model_config.pooling, model_config.head_hidden,
+               model_config.get("head_act", "gelu"))

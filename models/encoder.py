@@ -39,6 +39,7 @@ class InputEmbedding(nn.Module):
     pos_emb: str = "none"  # "none" | "learned" | "sinusoidal"
     max_len: int = 2048
     dtype: Any = jnp.float32
+    cls_token: bool = False  # prepend a learned token (zero init) before the positions are added (LRA's CLS)
 
     @nn.compact
     def __call__(self, inputs):
@@ -49,11 +50,16 @@ class InputEmbedding(nn.Module):
             if inputs.ndim == 2:  # [B, L] of values -> one channel
                 inputs = inputs[..., None]
             x = nn.Dense(self.d_model, dtype=self.dtype, name="input_proj")(inputs.astype(self.dtype))
+        max_len = self.max_len
+        if self.cls_token:
+            cls = self.param("cls", nn.initializers.zeros, (1, 1, self.d_model))
+            x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.d_model)).astype(x.dtype), x], axis=1)
+            max_len += 1
         length = x.shape[1]
         if self.pos_emb == "learned":
-            if length > self.max_len:
+            if length > max_len:
                 raise ValueError(f"input length {length} exceeds the learned position table (max_len={self.max_len})")
-            table = self.param("pos_embedding", nn.initializers.normal(0.02), (self.max_len, self.d_model))
+            table = self.param("pos_embedding", nn.initializers.normal(0.02), (max_len, self.d_model))
             x = x + table[None, :length]
         elif self.pos_emb == "sinusoidal":
             x = x + jnp.asarray(sinusoidal_positions(length, self.d_model))[None]
@@ -110,6 +116,7 @@ class EncoderBlock(nn.Module):
     mlp: str | None = "mlp"
     mlp_ratio: int = 4
     dtype: Any = jnp.float32
+    tie_dropout: bool = False  # residual dropout drops whole channels for every position alike (S4's tie_dropout)
 
     @nn.compact
     def __call__(self, x, mask=None, deterministic=True):
@@ -117,7 +124,8 @@ class EncoderBlock(nn.Module):
             norm = make_norm(self.norm, deterministic, f"norm{idx}")
             h = norm(x, mask) if self.prenorm else x
             h = fn(h)
-            h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
+            h = nn.Dropout(self.dropout, broadcast_dims=(1,) if self.tie_dropout else ())(
+                h, deterministic=deterministic)
             x = x + h
             return x if self.prenorm else norm(x, mask)
 
@@ -152,19 +160,23 @@ class Encoder(nn.Module):
     mlp_ratio: int = 4
     dtype: Any = jnp.float32
     remat: bool = False  # rematerialise each block in the backward pass: activation memory of one block, not all
+    cls_token: bool = False  # a learned token at position 0 (the output then has length L + 1; pooling "cls")
+    tie_dropout: bool = False  # dropout masks shared by all positions (per example and channel)
 
     @nn.compact
     def __call__(self, inputs, *, mask=None, deterministic=True):
         # positional (mask, deterministic) so that remat can treat ``deterministic`` as static (argnum 3 with self)
         block_cls = nn.remat(EncoderBlock, static_argnums=(3,)) if self.remat else EncoderBlock
-        x = InputEmbedding(self.d_model, self.vocab_size, self.pos_emb, self.max_len, self.dtype, name="embedding")(
-            inputs)
-        x = nn.Dropout(self.dropout)(x, deterministic=deterministic)
+        x = InputEmbedding(self.d_model, self.vocab_size, self.pos_emb, self.max_len, self.dtype, name="embedding",
+                           cls_token=self.cls_token)(inputs)
+        if self.cls_token and mask is not None:
+            mask = jnp.concatenate([jnp.ones((mask.shape[0], 1), bool), mask.astype(bool)], axis=1)
+        x = nn.Dropout(self.dropout, broadcast_dims=(1,) if self.tie_dropout else ())(x, deterministic=deterministic)
         x = zero_padding(x, mask)
         for i in range(self.num_layers):
             x = block_cls(self.mixer_cls, dict(self.mixer_kwargs), self.d_model, self.causal, self.norm,
-                          self.prenorm, self.dropout, self.mlp, self.mlp_ratio, self.dtype, name=f"block{i}")(
-                x, mask, deterministic)
+                          self.prenorm, self.dropout, self.mlp, self.mlp_ratio, self.dtype, self.tie_dropout,
+                          name=f"block{i}")(x, mask, deterministic)
             x = zero_padding(x, mask)
         if self.prenorm:  # post-norm blocks already end in a norm
             x = make_norm(self.norm, deterministic, "final_norm")(x, mask)
@@ -172,7 +184,10 @@ class Encoder(nn.Module):
 
 
 def pool(x, mask, kind: str = "mean"):
-    """Pool ``[B, L, D]`` features over real tokens: ``mean``, ``first`` (token 0) or ``last`` (last real token)."""
+    """Pool ``[B, L, D]`` features over real tokens: ``mean``, ``first`` (token 0) or ``last`` (last real token);
+    ``cls``: the learned token the encoder put before position 0 (``Encoder(cls_token=True)``)."""
+    if kind == "cls":
+        return x[:, 0]
     if mask is None:
         mask = jnp.ones(x.shape[:2], bool)
     if kind == "mean":
@@ -183,19 +198,23 @@ def pool(x, mask, kind: str = "mean"):
     if kind == "last":
         last = jnp.maximum(jnp.sum(mask, axis=1).astype(jnp.int32) - 1, 0)
         return jnp.take_along_axis(x, last[:, None, None], axis=1)[:, 0]
-    raise ValueError(f"unknown pooling {kind!r}; expected 'mean', 'first' or 'last'")
+    raise ValueError(f"unknown pooling {kind!r}; expected 'mean', 'first', 'last' or 'cls'")
 
 
 class MLPHead(nn.Module):
-    """``Dense(hidden), GELU, Dense(num_outputs)`` (hidden=0: a single linear layer)."""
+    """``Dense(hidden), GELU (or ReLU, LRA's), Dense(num_outputs)`` (hidden=0: a single linear layer)."""
 
     num_outputs: int
     hidden: int = 0
+    act: str = "gelu"  # gelu | relu
 
     @nn.compact
     def __call__(self, x):
+        if self.act not in ("gelu", "relu"):
+            raise ValueError(f"unknown head activation {self.act!r}; expected 'gelu' or 'relu'")
         if self.hidden:
-            x = nn.gelu(nn.Dense(self.hidden, name="hidden")(x))
+            h = nn.Dense(self.hidden, name="hidden")(x)
+            x = nn.gelu(h) if self.act == "gelu" else nn.relu(h)
         return nn.Dense(self.num_outputs, name="out")(x)
 
 
@@ -206,11 +225,12 @@ class Classifier(nn.Module):
     num_classes: int
     pooling: str = "mean"
     head_hidden: int = 0
+    head_act: str = "gelu"
 
     @nn.compact
     def __call__(self, inputs, *, mask=None, deterministic=True):
         x = self.encoder(inputs, mask=mask, deterministic=deterministic)
-        return MLPHead(self.num_classes, self.head_hidden, name="head")(pool(x, mask, self.pooling))
+        return MLPHead(self.num_classes, self.head_hidden, self.head_act, name="head")(pool(x, mask, self.pooling))
 
 
 class PairedClassifier(nn.Module):
@@ -220,13 +240,14 @@ class PairedClassifier(nn.Module):
     num_classes: int
     pooling: str = "mean"
     head_hidden: int = 0
+    head_act: str = "gelu"
 
     @nn.compact
     def __call__(self, inputs1, inputs2, *, mask1=None, mask2=None, deterministic=True):
         u = pool(self.encoder(inputs1, mask=mask1, deterministic=deterministic), mask1, self.pooling)
         v = pool(self.encoder(inputs2, mask=mask2, deterministic=deterministic), mask2, self.pooling)
         features = jnp.concatenate([u, v, u * v, u - v], axis=-1)
-        return MLPHead(self.num_classes, self.head_hidden or self.encoder.d_model, name="head")(features)
+        return MLPHead(self.num_classes, self.head_hidden or self.encoder.d_model, self.head_act, name="head")(features)
 
 
 class LanguageModel(nn.Module):
