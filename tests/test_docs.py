@@ -120,7 +120,7 @@ def _repository_files() -> list[Path]:
         names = sorted({n for n in out.split("\0") if n})
         return [REPO / n for n in names if (REPO / n).is_file()]
     except (OSError, subprocess.CalledProcessError):
-        skip = {".git", ".venv", "__pycache__", ".pytest_cache", "build", "dist"}
+        skip = {".git", ".venv", "__pycache__", ".pytest_cache", "build", "dist", "lra_data", "runs"}
         return sorted(p for p in REPO.rglob("*")
                       if p.is_file() and not skip.intersection(p.relative_to(REPO).parts))
 
