@@ -350,6 +350,7 @@ class S4(nn.Module):
     dt_max: float = 1e-1
     dropout: float = 0.0
     cauchy_chunk: int = 0  # nodes per chunk of the Cauchy / Vandermonde sums; 0 = automatic memory bound
+    gelu_approximate: bool = False  # False: the exact (erf) GELU of the reference S4 layer (torch nn.GELU())
 
     def setup(self):
         H, N = self.d_model, self.d_state
@@ -399,7 +400,7 @@ class S4(nn.Module):
     def _output(self, y, u, deterministic):
         """``y`` [B, L, H] convolution output, ``u`` the input: skip, GELU, dropout, GLU projection."""
         y = y + self.D * u
-        y = self.drop(nn.gelu(y), deterministic=deterministic)
+        y = self.drop(nn.gelu(y, approximate=self.gelu_approximate), deterministic=deterministic)
         a, g = jnp.split(self.out(y.astype(self.dtype)), 2, -1)
         return a * nn.sigmoid(g)
 
