@@ -37,13 +37,16 @@ def get_config() -> ml_collections.ConfigDict:
     c.optimizer.name = "adamw"
     c.optimizer.lr = 1e-3
     c.optimizer.ssm_lr = 1e-3  # learning rate of the "ssm" parameter group (no weight decay); <= 0: use lr
+    c.optimizer.dt_group = "ssm"  # S4's step size ssm_log_dt: "ssm" (with A, B) | "base" (lr, no weight decay)
+    c.optimizer.decay_bias_and_norm = False  # True: biases and norm scales get weight decay too (S4's, LRA's runs)
     c.optimizer.weight_decay = 0.05
     c.optimizer.b1 = 0.9
     c.optimizer.b2 = 0.98
     c.optimizer.eps = 1e-8
     c.optimizer.grad_clip = 1.0  # global norm; <= 0 disables clipping
-    c.optimizer.schedule = "cosine"  # cosine | linear | constant, after a linear warmup
+    c.optimizer.schedule = "cosine"  # cosine | linear | constant | rsqrt, after a linear warmup
     c.optimizer.warmup_steps = 500
+    c.optimizer.decay_steps = 0  # length of the decay after warmup (its horizon may pass the run's end); 0 = to the end
     c.optimizer.final_lr_ratio = 0.0
 
     c.mesh = ml_collections.ConfigDict({"data": -1, "model": 1})  # -1: all remaining devices
