@@ -47,6 +47,7 @@ RULES: dict[str, Rule] = {
     "optimizer.eps": _gt(0),
     "optimizer.grad_clip": ((lambda v: True), "any value (<= 0: no clipping)"),
     "optimizer.warmup_steps": _ge(0),
+    "optimizer.decay_steps": ((lambda v: v >= 0), ">= 0 (0: to the end of the run)"),
     "optimizer.final_lr_ratio": _in(0, 1, hi_open=False),
     "pretraining.mask_prob": ((lambda v: 0 < v < 1), "in (0, 1)"),
     "pretraining.num_train_steps": ((lambda v: v >= 0), ">= 0 (0: as config.num_train_steps)"),

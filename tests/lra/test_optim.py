@@ -62,3 +62,35 @@ def test_groups_get_their_learning_rate_and_weight_decay():
     np.testing.assert_allclose(updates["bias"], -0.1, rtol=1e-5)
     np.testing.assert_allclose(updates["ssm_A"], -0.01, rtol=1e-5)
     np.testing.assert_allclose(updates["kernel"], -0.1 - 0.05, rtol=1e-5)
+
+
+def test_dt_group_and_decay_of_biases_and_norms_follow_the_config():
+    params = {"mixer": {"ssm_log_dt": 1, "ssm_B": 2, "C": 3, "bias": 4, "nd_A_log": 5}, "norm": {"scale": 6}}
+    ours = toy.config()
+    s4_published = toy.config(**{"optimizer.dt_group": "base", "optimizer.decay_bias_and_norm": True})
+    assert optim.label_params(params, ours.optimizer) == {
+        "mixer": {"ssm_log_dt": "ssm", "ssm_B": "ssm", "C": "default", "bias": "no_decay", "nd_A_log": "no_decay"},
+        "norm": {"scale": "no_decay"}}
+    assert optim.label_params(params, s4_published.optimizer) == {
+        "mixer": {"ssm_log_dt": "no_decay", "ssm_B": "ssm", "C": "default", "bias": "default", "nd_A_log": "no_decay"},
+        "norm": {"scale": "default"}}
+    with pytest.raises(ValueError, match="dt_group"):
+        optim.label_params(params, toy.config(**{"optimizer.dt_group": "fast"}).optimizer)
+
+
+def test_rsqrt_schedule_is_lras_constant_linear_warmup_rsqrt_decay():
+    config = toy.config(**{"optimizer.warmup_steps": 1000, "optimizer.schedule": "rsqrt"})
+    sched = optim.make_schedule(config.optimizer, 0.05, 5000)
+    for t in (0, 1, 500, 999, 1000, 2500, 5000):
+        want = 0.05 * min(1.0, t / 1000) / math.sqrt(max(t, 1000))
+        assert float(sched(t)) == pytest.approx(want, rel=1e-6), t
+    assert float(sched(1000)) == pytest.approx(0.05 / math.sqrt(1000), rel=1e-6)  # the peak
+
+
+def test_a_decay_horizon_past_the_end_of_the_run():
+    """S4 ListOps: cosine with 1,000 warmup steps set for 80,000 steps, trained for 76,800 (40 epochs)."""
+    config = toy.config(**{"optimizer.warmup_steps": 1000, "optimizer.decay_steps": 79_000})
+    sched = optim.make_schedule(config.optimizer, 0.01, 76_800)
+    t = 76_800
+    want = 0.01 * 0.5 * (1 + math.cos(math.pi * (t - 1000) / 79_000))
+    assert float(sched(t)) == pytest.approx(want, rel=1e-4) and want > 1e-5
