@@ -108,9 +108,6 @@ OUTSIDE = [
 NOTE_NAMES = re.compile(r"(?<![\w-])((?:[\w.-]+/)*(?:models|architecture|data)\.md)\b")
 TEXT_SUFFIXES = {".py", ".md", ".ipynb", ".cfg", ".toml", ".txt", ".yaml", ".yml", ".sh", ".json", ".ini", ""}
 
-# Known leftovers owned by work in progress elsewhere; each entry is (path, line text fragment). Keep empty.
-KNOWN_LEFTOVERS: list[tuple[str, str]] = []
-
 
 def _repository_files() -> list[Path]:
     """Tracked and untracked-but-not-ignored files (git), or a walk without .git/.venv when git is unavailable."""
@@ -137,8 +134,6 @@ def outside_references(files, root: Path = REPO) -> list[str]:
             continue
         rel = path.relative_to(root).as_posix()
         for number, line in enumerate(text.splitlines(), 1):
-            if any(rel == p and frag in line for p, frag in KNOWN_LEFTOVERS):
-                continue
             for pattern, what in OUTSIDE:
                 if pattern.search(line):
                     found.append(f"{rel}:{number}: {what}: {line.strip()[:160]}")
