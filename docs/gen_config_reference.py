@@ -149,9 +149,8 @@ def assigned_fields(path: Path, roots=("c",), prefix: str = "") -> tuple[dict[st
     source = path.read_text()
     comments = _line_comments(source)
     found, order = {}, {}
-    for node in ast.walk(ast.parse(source)):
-        if not isinstance(node, (ast.Assign, ast.AnnAssign)):
-            continue
+    statements = [n for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.Assign, ast.AnnAssign))]
+    for node in sorted(statements, key=lambda n: (n.lineno, n.col_offset)):  # source order, nesting aside
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         names = []
         for t in targets:
@@ -210,6 +209,14 @@ def fmt(value) -> str:
     return f"`{value!r}`"
 
 
+def _class_default(field: dataclasses.Field) -> str:
+    if field.default is not dataclasses.MISSING:
+        return fmt(field.default)
+    if field.default_factory is not dataclasses.MISSING:
+        return fmt(field.default_factory())
+    return "(required)"
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -253,8 +260,8 @@ TASK_ORDER = ("listops", "text", "retrieval", "image", "pathfinder", "pathx")  #
 
 def _task_modules():
     out = []
-    paths = sorted((ROOT / "configs").glob("lra_*.py"),
-                   key=lambda p: (TASK_ORDER.index(p.stem[4:]) if p.stem[4:] in TASK_ORDER else len(TASK_ORDER), p.stem))
+    rank = lambda p: TASK_ORDER.index(p.stem[4:]) if p.stem[4:] in TASK_ORDER else len(TASK_ORDER)  # noqa: E731
+    paths = sorted((ROOT / "configs").glob("lra_*.py"), key=lambda p: (rank(p), p.stem))
     for path in paths:
         module = importlib.import_module(f"configs.{path.stem}")
         default_model = inspect.signature(module.get_config).parameters["arg"].default
@@ -334,7 +341,6 @@ def render() -> str:
 
     # per-task, per-model settings
     model_names = list(model_configs.MODELS)
-    base_plain = base_cfg
     lines += ["## What each task config sets per model", "",
               "For each task and model (`--config=configs/lra_<task>.py:<model>`): the model fields that differ from",
               "the model's own defaults (the encoder and mixer tables below), the training fields that differ from",
@@ -349,7 +355,7 @@ def render() -> str:
             flat = flatten(cfg)
             model_diff = _diff(flatten(cfg.model), flatten(model_configs.get(name)))
             train = {k: v for k, v in flat.items() if not k.startswith(("data.", "model.")) and k != "task"}
-            train_diff = _diff(train, {k: v for k, v in base_plain.items() if k != "task"})
+            train_diff = _diff(train, {k: v for k, v in base_cfg.items() if k != "task"})
             data_diff = _diff(flatten(cfg.data), default_data)
             cells = [", ".join(f"`{d}`" for d in diff) or "-" for diff in (model_diff, train_diff, data_diff)]
             lines.append(f"| `{name}` | " + " | ".join(_cell(c) for c in cells) + " |")
@@ -376,8 +382,8 @@ def render() -> str:
         if key == "mixer_kwargs":
             values = ["(below)"] * len(model_names)
         else:
-            values = [fmt(flatten(per_model[n]).get(key, "")) if key in flatten(per_model[n]) else "-"
-                      for n in model_names]
+            flat_models = [flatten(per_model[n]) for n in model_names]
+            values = [fmt(f[key]) if key in f else "-" for f in flat_models]
         lines.append(f"| `{key}` | {_cell(text)} | " + " | ".join(values) + " |")
     lines.append("")
 
@@ -416,7 +422,7 @@ def render() -> str:
                       "| field | class default | description |", "|---|---|---|"]
             for key in others:
                 text = describe(table_key(key), field_comments.get(key), f"'{key}' of mixer {cls.__name__}")
-                lines.append(f"| `{key}` | {fmt(fields[key].default)} | {_cell(text)} |")
+                lines.append(f"| `{key}` | {_class_default(fields[key])} | {_cell(text)} |")
         lines.append("")
 
     unused = sorted(set(DESCRIPTIONS) - describe.used)
