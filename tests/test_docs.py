@@ -176,3 +176,48 @@ def test_reference_scan_finds_what_it_looks_for(tmp_path):
     where = sorted({":".join(f.split(":")[:2]) for f in found})
     assert where == ["benchmarks/results.md:1", "docs/notes.md:2", "docs/notes.md:3", "docs/notes.md:4",
                      "docs/notes.md:5"], found
+
+
+# ------------------------------------------------------------------------------------------------ links
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a Markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def broken_links(files, root: Path = REPO) -> list[str]:
+    """``file:line: target`` for every relative Markdown link whose file, or whose #anchor in it, does not exist."""
+    found = []
+    for path in files:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for target in LINK.findall(line):
+                if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+                    continue
+                name, _, anchor = target.partition("#")
+                dest = (path.parent / name).resolve() if name else path
+                ok = dest.is_file()
+                if ok and anchor and dest.suffix == ".md":
+                    headings = [l.lstrip("#") for l in dest.read_text(encoding="utf-8").splitlines()
+                                if l.startswith("#")]
+                    ok = anchor in {_anchor(h) for h in headings}
+                if not ok:
+                    found.append(f"{path.relative_to(root).as_posix()}:{number}: {target}")
+    return found
+
+
+def test_links_in_the_docs_and_readme_resolve():
+    files = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
+    assert len(files) >= 6
+    found = broken_links(files)
+    assert not found, "links to files or headings that do not exist:\n" + "\n".join(found)
+
+
+def test_link_check_finds_broken_links(tmp_path):
+    (tmp_path / "a.md").write_text("# Title\n## Some section (`x.py`)\n")
+    doc = tmp_path / "b.md"
+    doc.write_text("[ok](a.md) [ok](a.md#some-section-xpy) [web](https://example.org/x)\n"
+                   "[missing](nope.md)\n[bad anchor](a.md#nothing)\n[own](#title-of-b)\n# Title of b\n")
+    assert broken_links([doc], root=tmp_path) == ["b.md:2: nope.md", "b.md:3: a.md#nothing"]
