@@ -10,6 +10,7 @@ def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.task = ""
+    c.settings_rule = ""  # what model and training follow: published | borrowed (S4D: S4's) | budget | preset | ""
     c.objective = "classify"  # classify | causal_lm | masked_lm (lra/objectives.py)
     c.init_from = ""  # workdir of a pretraining run: its encoder initialises this run's, the head is new
     c.pretrain = ""  # "" | causal_lm | masked_lm: run pretraining (workdir/pretrain), then finetuning (workdir/finetune)
