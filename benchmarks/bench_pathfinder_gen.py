@@ -26,7 +26,7 @@ from lra.data import pathfinder as pf
 from lra.data import pathfinder_gen as gen
 
 # CPU seconds per image of the original, hard (benchmarks/results/pathfinder_faithfulness.md)
-PF_SECONDS = {32: 0.26, 64: None, 128: None, 256: None}
+PF_SECONDS = {32: 0.26, 64: 8.6, 128: 4.1, 256: 0.40}
 
 
 def _cpu_seconds() -> float:

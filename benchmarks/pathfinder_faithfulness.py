@@ -100,9 +100,10 @@ def _reference_worker(original: str, spec: dict, out: str) -> None:
 
     import scipy
     source = Path(original, "snakes.py").read_text()
-    if "scipy.misc.imresize" not in source:
-        raise SystemExit(f"{original}/snakes.py is not the original generator (no scipy.misc.imresize call): use "
-                         f"github.com/drewlinsley/pathfinder at commit ab9c130 (later commits change its arithmetic)")
+    if "scipy.misc.imresize(" not in source or "def _imresize" in source:
+        raise SystemExit(f"{original}/snakes.py is not the original generator (it does not call scipy.misc.imresize): "
+                         f"use github.com/drewlinsley/pathfinder at commit ab9c130 (later commits replace scipy.misc "
+                         f"and change its arithmetic)")
     misc = _scipy_misc_shim()
     scipy.misc = misc
     sys.modules["scipy.misc"] = misc
@@ -369,6 +370,7 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2, help="processes for the original generator")
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "pathfinder_faithfulness_cache"))
     ap.add_argument("--out", default=str(RESULTS / "pathfinder_faithfulness.md"))
+    ap.add_argument("--no_grids", action="store_true", help="write the statistics only (a follow-up run)")
     ap.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -422,7 +424,7 @@ def main(argv=None):
             heading_rows.append(f"| {res} | {m} | {int(pf_valid.sum())} ({span}) | {int(kit.valid.sum())} | "
                                 f"{int((pf_valid == kit.valid).sum())} / 360 | {same} / 360 |")
 
-    for (res, _), (mine_images, ref_images, difficulty, old_images) in grids.items():
+    for (res, _), (mine_images, ref_images, difficulty, old_images) in ({} if args.no_grids else grids).items():
         g = grid(mine_images, ref_images, f"ours ({res} x {res}, {difficulty})",
                  f"original snakes2.py ({res} x {res}, {difficulty})", tile=max(128, res))
         g.save(Path(args.out).parent / f"pathfinder_faithfulness_{res}.png", optimize=True)
@@ -439,7 +441,9 @@ def main(argv=None):
              f"Machine: {platform.processor() or platform.machine()}, {default_workers()} cores, shared. Command: "
              f"`python -m benchmarks.pathfinder_faithfulness --original=<drewlinsley/pathfinder @ ab9c130> "
              f"--reference_python=<python with numpy, scipy, pillow, opencv-python-headless>"
-             f"{' --before_rev=' + args.before_rev if before else ''}` (seed {args.seed}).", "",
+             f"{' --before_rev=' + args.before_rev if before else ''}"
+             f"{' --sets ' + ' '.join(args.sets) if args.sets else ''}"
+             f"{' --seed %d' % args.seed if args.seed != 7 else ''}` (seed {args.seed}).", "",
              "Per set, per image: the statistics below over n images of each generator; z = (mean ours - mean "
              "original) / sqrt(sd_ours^2 / n + sd_original^2 / n). With about 15 statistics per set, |z| up to "
              "about 2.5 is what chance gives; a real difference shows as |z| in the tens. CPU seconds per image: "
@@ -463,8 +467,11 @@ def main(argv=None):
                      + f" {c[0] / n:.3f} | {c[1] / n:.4f} |" + (f" {c[2] / n:.4f} |" if before else ""))
     lines += ["", "## Every statistic", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", "Grids (ours left, original right, hard): " + ", ".join(
-        f"`benchmarks/results/pathfinder_faithfulness_{res}.png`" for res, _ in grids) + ".", ""]
+    if not args.no_grids:
+        lines += ["", "Grids (ours left, original right, hard): " + ", ".join(
+            f"`benchmarks/results/pathfinder_faithfulness_{res}.png`" for res, _ in grids) + "."
+            + (" Before the fix, 32 x 32: `benchmarks/results/pathfinder_faithfulness_32_before.png`."
+               if before and (32, "hard") in grids else ""), ""]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -261,7 +261,7 @@ class Kit:
     def seed_extras(self, h: int) -> np.ndarray:
         """[n, 2] first-seed starts of heading h outside the rectangle: those within reach of the edge whose
         core pixels in the image all lie inside the box (the dilation ignores pixels off the image; a valid heading
-        leaves no start with its whole core off the image). None for an invalid heading."""
+        leaves no start with its whole core off the image). Empty for an invalid heading."""
         if self._extras[h] is None and not self.valid[h]:
             self._extras[h] = np.zeros((0, 2), np.int64)
         if self._extras[h] is None:
