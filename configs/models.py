@@ -21,7 +21,7 @@ def encoder_defaults(mixer: str, **overrides) -> ml_collections.ConfigDict:
     m.mlp_ratio = 4
     m.pooling = "mean"  # mean | first | last | cls (a learned token before position 0, LRA's Transformer)
     m.head_hidden = 256
-    m.head_act = "gelu"  # activation of the classifier head's hidden layer: gelu | relu (LRA's)
+    m.head_act = "gelu"  # classifier head hidden activation: gelu | gelu_exact (S4 retrieval) | relu (LRA)
     m.tie_dropout = False  # dropout masks shared across positions (S4's tie_dropout)
     m.dtype = "float32"  # activations and matmuls (bfloat16 on accelerators); params, softmax, scans, FFTs stay float32
     m.remat = False  # rematerialise every block in the backward pass (Path-X memory)
@@ -38,10 +38,11 @@ def transformer() -> ml_collections.ConfigDict:
 
 def s4() -> ml_collections.ConfigDict:
     """S4 (DPLR, HiPPO-LegS, bilinear, bidirectional): the S4 block carries its own GELU + GLU output projection, so
-    no channel MLP and no positional embedding; BatchNorm. Per-task sizes: ``S4_LRA`` below."""
+    no channel MLP and no positional embedding; BatchNorm. Per-task published settings: configs/published.py."""
     m = encoder_defaults("s4", pos_emb="none", mlp="", norm="batch", dropout=0.0)
     m.mixer_kwargs = ml_collections.ConfigDict(
-        {"d_state": 64, "n_ssm": 1, "dt_min": 1e-3, "dt_max": 1e-1, "dropout": 0.0, "measure": "legs"})
+        {"d_state": 64, "n_ssm": 1, "dt_min": 1e-3, "dt_max": 1e-1, "dropout": 0.0, "measure": "legs",
+         "gelu_approximate": False})
     return m
 
 
@@ -51,38 +52,6 @@ def s4d() -> ml_collections.ConfigDict:
     m.mixer = "s4d"
     m.mixer_kwargs.disc = "zoh"
     return m
-
-
-# S4's published LRA settings: state-spaces/s4, configs/experiment/lra/s4-lra-{listops,imdb,aan,cifar,pathfinder,
-# pathx}.yaml (the S4 v4 / "How to Train Your HiPPO" configs). Model fields (mixer fields under "mixer_kwargs";
-# n_ssm 0 = one (Lambda, P, B) per channel) and the run's training settings. Lambda, P, B and dt use ssm_lr
-# without weight decay; every other parameter uses lr with AdamW weight decay.
-S4_LRA = {
-    "listops": dict(model=dict(num_layers=8, d_model=128, prenorm=False, norm="batch", dropout=0.0,
-                               mixer_kwargs=dict(d_state=64, n_ssm=0)),
-                    train=dict(lr=0.01, ssm_lr=0.001, weight_decay=0.05, batch_size=50)),
-    "text": dict(model=dict(num_layers=6, d_model=256, prenorm=True, norm="batch", dropout=0.0,
-                            mixer_kwargs=dict(d_state=64, n_ssm=0)),
-                 train=dict(lr=0.01, ssm_lr=0.001, weight_decay=0.05, batch_size=16)),
-    "retrieval": dict(model=dict(num_layers=6, d_model=256, prenorm=True, norm="batch", dropout=0.0,
-                                 mixer_kwargs=dict(d_state=64, n_ssm=0)),
-                      train=dict(lr=0.01, ssm_lr=0.001, weight_decay=0.05, batch_size=64)),
-    "image": dict(model=dict(num_layers=6, d_model=512, prenorm=False, norm="layer", dropout=0.1,
-                             mixer_kwargs=dict(d_state=64, n_ssm=2, dropout=0.1)),
-                  train=dict(lr=0.01, ssm_lr=0.001, weight_decay=0.05, batch_size=50)),
-    "pathfinder": dict(model=dict(num_layers=6, d_model=256, prenorm=True, norm="batch", dropout=0.0, pooling="last",
-                                  mixer_kwargs=dict(d_state=64, n_ssm=0)),
-                       train=dict(lr=0.004, ssm_lr=0.001, weight_decay=0.03, batch_size=64)),
-    "pathx": dict(model=dict(num_layers=6, d_model=256, prenorm=True, norm="batch", dropout=0.0,
-                             mixer_kwargs=dict(d_state=64, n_ssm=0, dt_min=1e-4)),
-                  train=dict(lr=0.0005, ssm_lr=0.0005, weight_decay=0.05, batch_size=16)),
-}
-PUBLISHED = {"s4": S4_LRA, "s4d": S4_LRA}  # S4D's paper reuses S4's LRA settings
-
-
-def published(name: str, task: str) -> dict | None:
-    """The published ``{"model": {...}, "train": {...}}`` settings of model ``name`` on ``task``, or None."""
-    return PUBLISHED.get(name, {}).get(task)
 
 
 def aaren() -> ml_collections.ConfigDict:
@@ -151,25 +120,10 @@ MODELS = {
 }
 
 
-def get(name: str, task: str | None = None) -> ml_collections.ConfigDict:
-    """The ``config.model`` section of model ``name``, with its published settings for ``task`` if it has them."""
+def get(name: str) -> ml_collections.ConfigDict:
+    """The ``config.model`` section of model ``name`` with its defaults (a task config then applies the published
+    settings of the model on that task, or the budget rule: configs/published.py)."""
     try:
-        m = MODELS[name]()
+        return MODELS[name]()
     except KeyError:
         raise ValueError(f"unknown model {name!r}; configs/models.py defines {sorted(MODELS)}") from None
-    settings = published(name, task) if task else None
-    if settings:
-        m.update(settings["model"])
-    return m
-
-
-def apply_published_training(config, name: str, task: str) -> bool:
-    """Set the run's learning rates, weight decay and batch size to the published ones of ``name`` on ``task``;
-    returns whether there were any."""
-    settings = published(name, task)
-    if not settings:
-        return False
-    t = settings["train"]
-    config.optimizer.lr, config.optimizer.ssm_lr = t["lr"], t["ssm_lr"]
-    config.optimizer.weight_decay, config.batch_size = t["weight_decay"], t["batch_size"]
-    return True

@@ -57,7 +57,7 @@ RULES: dict[str, Rule] = {
     "model.d_model": POSITIVE_INT,
     "model.num_layers": POSITIVE_INT,
     "model.mlp_ratio": _gt(0),
-    "model.head_hidden": POSITIVE_INT,
+    "model.head_hidden": ((lambda v: v >= 0), ">= 0 (0: one linear layer)"),
     "data.workers": _ge(0),
     "data.val_fraction": ((lambda v: 0 < v < 1), "in (0, 1)"),
     "data.num_distractor_snakes": ((lambda v: v >= -1), ">= 0, or -1 for LRA's setting"),

@@ -128,3 +128,15 @@ def evaluate_run(workdir, checkpoint: str = "best", split: str = "test",
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         os.replace(tmp, path)
     return result
+
+
+def count_params(config) -> int:
+    """The number of trainable parameters of the model ``config`` builds (shapes only: nothing is computed)."""
+    from lra.steps import dummy_batch, model_inputs
+    task = tasks.get_task(config)
+    objective = objectives.get(config, task)
+    model = models.build(config.model, objective.model_task, head=objective.head, num_outputs=objective.num_outputs)
+    args, kwargs = model_inputs(dummy_batch(objective.model_task))
+    key = jax.random.key(0)
+    shapes = jax.eval_shape(lambda: model.init({"params": key, "dropout": key}, *args, **kwargs))
+    return int(sum(x.size for x in jax.tree_util.tree_leaves(shapes["params"])))

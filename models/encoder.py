@@ -206,15 +206,15 @@ class MLPHead(nn.Module):
 
     num_outputs: int
     hidden: int = 0
-    act: str = "gelu"  # gelu | relu
+    act: str = "gelu"  # gelu (tanh form) | gelu_exact (erf form, torch's nn.GELU) | relu
 
     @nn.compact
     def __call__(self, x):
-        if self.act not in ("gelu", "relu"):
-            raise ValueError(f"unknown head activation {self.act!r}; expected 'gelu' or 'relu'")
+        acts = {"gelu": nn.gelu, "gelu_exact": lambda h: nn.gelu(h, approximate=False), "relu": nn.relu}
+        if self.act not in acts:
+            raise ValueError(f"unknown head activation {self.act!r}; expected one of {sorted(acts)}")
         if self.hidden:
-            h = nn.Dense(self.hidden, name="hidden")(x)
-            x = nn.gelu(h) if self.act == "gelu" else nn.relu(h)
+            x = acts[self.act](nn.Dense(self.hidden, name="hidden")(x))
         return nn.Dense(self.num_outputs, name="out")(x)
 
 
