@@ -143,7 +143,7 @@ def test_kit_seed_rule_equals_the_opencv_style_rule_on_a_random_map(resolution):
 
 def test_generated_seeds_use_valid_headings_only():
     """At 32 x 32 every seed (the first target's and each distractor's) has a valid heading, and every contour
-    starts with a core pixel inside the image: no snake seeded from off the image, as before the fix."""
+    starts with a core pixel inside the image (before the fix a seed could have its whole core off the image)."""
     p = gen.params_for(32, "hard")
     distractors = []
     for i in range(12):
