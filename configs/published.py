@@ -178,9 +178,46 @@ BORROWED = {"s4d": "s4"}
 
 # The rule for mixers without published settings: the Transformer's run, at this width (parameters within 10% of the
 # Transformer's on the task; benchmarks/param_budget.py). Heads stay the mixer's default unless the width needs fewer.
-BUDGET_WIDTH: dict[tuple[str, str], int] = {}
+BUDGET_WIDTH: dict[tuple[str, str], int] = {
+    ("aaren", "listops"): 512,
+    ("combiner", "listops"): 480,
+    ("deltanet", "listops"): 440,
+    ("hydra", "listops"): 448,
+    ("routing", "listops"): 480,
+    ("aaren", "text"): 256,
+    ("combiner", "text"): 248,
+    ("deltanet", "text"): 232,
+    ("hydra", "text"): 224,
+    ("routing", "text"): 248,
+    ("aaren", "retrieval"): 104,
+    ("combiner", "retrieval"): 96,
+    ("deltanet", "retrieval"): 112,
+    ("hydra", "retrieval"): 96,
+    ("routing", "retrieval"): 96,
+    ("aaren", "image"): 120,
+    ("combiner", "image"): 120,
+    ("deltanet", "image"): 144,
+    ("hydra", "image"): 128,
+    ("routing", "image"): 120,
+    ("aaren", "pathfinder"): 16,
+    ("combiner", "pathfinder"): 16,
+    ("deltanet", "pathfinder"): 24,
+    ("hydra", "pathfinder"): 32,
+    ("routing", "pathfinder"): 16,
+    ("aaren", "pathx"): 32,
+    ("combiner", "pathx"): 32,
+    ("deltanet", "pathx"): 224,
+    ("hydra", "pathx"): 224,
+    ("routing", "pathx"): 32,
+}
 # (mixer, task) -> why no width brings it within 10% (reported in benchmarks/results/param_budget.md)
-BUDGET_EXCEPTIONS: dict[tuple[str, str], str] = {}
+BUDGET_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("hydra", "retrieval"): "widths go by 32 (head dimension 64, expand 2): 96 has 0.79x, 128 has 1.26x",
+    ("hydra", "image"): "widths go by 32 (head dimension 64, expand 2): 128 has 0.89x, 160 has 1.28x",
+    ("hydra", "pathfinder"): "the smallest Hydra (width 32: one head of 64 channels, state 64) has 3.2x the "
+                             "Transformer's 26,786 parameters",
+    ("deltanet", "pathfinder"): "4 heads: width 20 has 0.87x, 24 has 1.18x",
+}
 BUDGET_COPIED = ("model.num_layers", "model.mlp_ratio", "model.dropout", "model.pooling", "model.head_hidden",
                  "model.head_act",
                  "model.prenorm", "model.norm", "data.seq_len", "batch_size", "num_train_steps", "optimizer.b1",
