@@ -42,8 +42,10 @@ Defaults and their sources (the project's earlier choices stay available as fiel
 * ``shared_qk=-1``: shared QK exactly when causal (lucidrains ``shared_qk = default(shared_qk, causal)``);
   0 / 1 force separate / shared projections.
 * ``kmeans_init_iters=10`` (lucidrains); earlier: random unit vectors (``kmeans_init_iters=0``).
-* commitment loss averaged over the feature dimension (lucidrains ``F.mse_loss``); earlier: summed over it.
-* local block = the routing window (lucidrains ``local_attn_window_size = default(..., window_size)``).
+* commitment loss averaged over the feature dimension (lucidrains ``F.mse_loss``); earlier: summed over it (the
+  same as ``commitment_weight`` times the head width).
+* local block = the routing window (lucidrains ``RoutingTransformerLM``: ``local_attn_window_size`` defaults to
+  ``window_size``; its bare ``RoutingTransformer`` class defaults to 256).
 * projections initialised as PyTorch's ``nn.Linear`` (:mod:`models.init`).
 
 Kernel functions over ``[batch, heads, length, dim]``: :func:`balanced_assignment` (the index sets),
