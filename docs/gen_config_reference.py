@@ -46,8 +46,12 @@ DESCRIPTIONS = {
     "optimizer.eps": "Adam epsilon",
     "optimizer.warmup_steps": "steps of linear warmup from 0 to the peak learning rate",
     "optimizer.final_lr_ratio": "learning rate at the end of the decay, as a fraction of the peak",
-    "mesh.data": "size of the data-parallel mesh axis (docs/sharding.md)",
-    "mesh.model": "size of the model-parallel mesh axis (docs/sharding.md)",
+    "mesh.data": "size of the data-parallel mesh axis (docs/sharding.md); -1 = all remaining devices",
+    "mesh.model": "size of the model-parallel mesh axis (docs/sharding.md); -1 = all remaining devices",
+    "wandb.project": "Weights & Biases project; \"\" = no W&B logging",
+    "wandb.entity": "Weights & Biases entity (user or team); \"\" = the library's default",
+    "wandb.name": "Weights & Biases run name",
+    "wandb.mode": "\"\" = the library's default (WANDB_MODE) | online | offline",
     # task data fields
     "data.data_dir": "folder of the downloaded or generated data",
     "data.generator_seed": "seed of the project's generator (source=generate)",
@@ -74,8 +78,6 @@ DESCRIPTIONS = {
     # mixer fields without a comment in models/*.py
     "MultiHeadAttention.num_heads": "attention heads",
     "MultiHeadAttention.attention_dropout": "dropout on the attention probabilities (uses the dense path)",
-    "MultiHeadAttention.implementation": "auto | fused | dense: jax.nn.dot_product_attention or the plain "
-                                         "softmax; auto = fused on accelerators, dense on CPU",
     "S4.d_state": "state size N (complex, N/2 stored conjugate pairs)",
     "S4.n_ssm": "copies of (Lambda, P, B) shared over the channels; 0 = one per channel",
     "S4.dt_min": "smallest initial step size (log-uniform init of dt)",
@@ -123,13 +125,26 @@ class MissingDescription(ValueError):
 
 # ------------------------------------------------------------------------------------------------ source parsing
 
-def _line_comments(source: str) -> dict[int, str]:
-    """Line number -> the text of the ``#`` comment that ends that line."""
-    out = {}
+def _line_comments(source: str) -> tuple[dict[int, str], dict[int, str]]:
+    """(line number -> the ``#`` comment that ends a line of code, line number -> a comment line of its own)."""
+    trailing, alone = {}, {}
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
-            out[tok.start[0]] = tok.string.lstrip("#").strip()
-    return out
+            text = tok.string.lstrip("#").strip()
+            (alone if not tok.line[:tok.start[1]].strip() else trailing)[tok.start[0]] = text
+    return trailing, alone
+
+
+def _comment_of(node, trailing: dict[int, str], alone: dict[int, str]) -> str | None:
+    """The comment that describes a statement: the one ending its last line, else the block of comment lines
+    directly above it (no blank line between)."""
+    if node.end_lineno in trailing:
+        return trailing[node.end_lineno]
+    block, line = [], node.lineno - 1
+    while line in alone:
+        block.insert(0, alone[line])
+        line -= 1
+    return " ".join(block) or None
 
 
 def _dotted(node, roots) -> str | None:
@@ -147,7 +162,7 @@ def assigned_fields(path: Path, roots=("c",), prefix: str = "") -> tuple[dict[st
     """Fields assigned as ``<root>.a.b = ...`` in ``path``: (key -> trailing comment, key -> first line). A comment
     on the last line of a statement belongs to each of its targets (tuple targets included)."""
     source = path.read_text()
-    comments = _line_comments(source)
+    trailing, alone = _line_comments(source)
     found, order = {}, {}
     statements = [n for n in ast.walk(ast.parse(source)) if isinstance(n, (ast.Assign, ast.AnnAssign))]
     for node in sorted(statements, key=lambda n: (n.lineno, n.col_offset)):  # source order, nesting aside
@@ -158,10 +173,11 @@ def assigned_fields(path: Path, roots=("c",), prefix: str = "") -> tuple[dict[st
                 key = _dotted(elt, roots)
                 if key:
                     names.append(prefix + key)
+        comment = _comment_of(node, trailing, alone)
         for key in names:
             order.setdefault(key, node.lineno)
-            if node.end_lineno in comments and key not in found:
-                found[key] = comments[node.end_lineno]
+            if comment and key not in found:
+                found[key] = comment
     return found, order
 
 
@@ -176,13 +192,14 @@ def class_field_comments(cls) -> dict[str, str]:
         if ROOT not in path.resolve().parents:
             continue
         source = path.read_text()
-        comments = _line_comments(source)
+        trailing, alone = _line_comments(source)
         for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.ClassDef) and node.name == klass.__name__:
                 for stmt in node.body:
                     if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-                        if stmt.end_lineno in comments:
-                            out.setdefault(stmt.target.id, comments[stmt.end_lineno])
+                        comment = _comment_of(stmt, trailing, alone)
+                        if comment:
+                            out.setdefault(stmt.target.id, comment)
     return out
 
 
@@ -251,6 +268,17 @@ def _own_or_parent(comments: dict[str, str], key: str) -> str | None:
     return None
 
 
+def _is_section(config, key: str) -> bool:
+    import ml_collections
+
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return False
+        node = node[part]
+    return isinstance(node, ml_collections.ConfigDict)
+
+
 def _ordered(keys, order: dict[str, int]):
     return sorted(keys, key=lambda k: (order.get(k, 10**9), k))
 
@@ -302,13 +330,20 @@ def render() -> str:
     ]
 
     # shared fields
-    base_cfg = flatten(base.get_config())
+    base_config = base.get_config()
+    base_cfg = flatten(base_config)
     comments, order = assigned_fields(ROOT / "configs" / "base.py")
+    # sections (``c.wandb = ConfigDict()``) get a row of their own when their assignment has a comment
+    sections = [k for k in comments if k not in base_cfg and _is_section(base_config, k)]
     lines += ["## Shared fields (`configs/base.py`)", "",
               "Every task config starts from these; `data` and `model` are filled by the task config.", "",
               "| field | default | description |", "|---|---|---|"]
-    for key in _ordered(base_cfg, order):
-        text = describe(key, _own_or_parent(comments, key), f"'{key}' (configs/base.py)")
+    for key in _ordered(list(base_cfg) + sections, order):
+        if key in sections:
+            lines.append(f"| `{key}` | (section) | {_cell(comments[key])} |")
+            continue
+        comment = comments.get(key) or (None if key in DESCRIPTIONS else _own_or_parent(comments, key))
+        text = describe(key, comment, f"'{key}' (configs/base.py)")
         lines.append(f"| `{key}` | {fmt(base_cfg[key])} | {_cell(text)} |")
     lines.append("")
 

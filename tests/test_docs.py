@@ -89,10 +89,19 @@ def test_comments_are_read_from_the_config_source(tmp_path):
                    "    c.sub.beta = dict(\n"
                    "        x=1)  # a multi-line value\n"
                    "    c.a, c.b = 1, 2  # both\n"
-                   "    c.plain = 3\n")
+                   "    c.plain = 3\n"
+                   "    # a comment block\n"
+                   "    # above it\n"
+                   "    c.led = 4\n"
+                   "    # a stray comment\n"
+                   "\n"
+                   "    c.after_blank = 5\n"
+                   "    if True:\n"
+                   "        c.nested = 6  # nested\n")
     comments, order = gen.assigned_fields(src)
-    assert comments == {"alpha": "the alpha", "sub.beta": "a multi-line value", "a": "both", "b": "both"}
-    assert list(order) == ["alpha", "sub.beta", "a", "b", "plain"]
+    assert comments == {"alpha": "the alpha", "sub.beta": "a multi-line value", "a": "both", "b": "both",
+                        "led": "a comment block above it", "nested": "nested"}
+    assert list(order) == ["alpha", "sub.beta", "a", "b", "plain", "led", "after_blank", "nested"]
 
 
 # ------------------------------------------------------------------------------------------------ references
