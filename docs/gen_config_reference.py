@@ -376,11 +376,11 @@ def render() -> str:
 
     # per-task, per-model settings
     model_names = list(model_configs.MODELS)
+    rule = " (`settings_rule` says what they follow)" if "settings_rule" in base_cfg else ""
     lines += ["## What each task config sets per model", "",
               "For each task and model (`--config=configs/lra_<task>.py:<model>`): the model fields that differ from",
               "the model's own defaults (the encoder and mixer tables below), the training fields that differ from",
-              "`configs/base.py`, and the data fields that differ from the task's default model. Models with",
-              "published settings for a task (S4, S4D) take those; the others take the task's LRA settings.", ""]
+              f"`configs/base.py`{rule}, and the data fields that differ from the task's default model.", ""]
     for path, module, default_model in tasks:
         default_data = flatten(module.get_config(default_model).data)
         lines += [f"### {module.get_config(default_model).task}", "",
