@@ -33,6 +33,18 @@ def get_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 2  # latest checkpoints kept (>= 2: a damaged newest one falls back to the one before)
     c.max_nonfinite_steps = 10  # stop after this many consecutive steps with a non-finite loss or gradient
     c.progress_bar = True
+    # (first step, number of steps) traced with jax.profiler into <workdir>/profile (TensorBoard's Profile tab);
+    # (0, 0) = off
+    c.profile_steps = (0, 0)
+
+    # Weights & Biases (pip install lra-mixers[wandb]): off unless a project is named. The same records as
+    # metrics.jsonl, under "<split>/<metric>"; a resumed run continues the same W&B run (its id is kept in the
+    # workdir). mode: "" = the library's default (WANDB_MODE), "online", "offline" (synced later with `wandb sync`).
+    c.wandb = ml_collections.ConfigDict()
+    c.wandb.project = ""
+    c.wandb.entity = ""
+    c.wandb.name = ""  # "" = the workdir's name
+    c.wandb.mode = ""
 
     c.optimizer = ml_collections.ConfigDict()
     c.optimizer.name = "adamw"

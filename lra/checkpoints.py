@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 import warnings
@@ -26,6 +25,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from lra.data.files import as_path, file_size, is_local, write_text_atomic
 
 CHECKSUMS = "lra_checksums.json"
 
@@ -61,11 +62,12 @@ def make_manager(directory, keep: int = 2, *, read_only: bool = False) -> ocp.Ch
     options = ocp.CheckpointManagerOptions(
         create=not read_only, read_only=read_only, enable_async_checkpointing=False, preservation_policy=policy,
         best_fn=lambda m: m["score"], best_mode="max", keep_checkpoints_without_metrics=True)
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=("state", "meta"))
+    directory = Path(directory).absolute() if is_local(directory) else as_path(directory)  # gs://... stays a URL
+    return ocp.CheckpointManager(directory, options=options, item_names=("state", "meta"))
 
 
 def step_dir(manager: ocp.CheckpointManager, step: int) -> Path:
-    return Path(str(manager.directory)) / str(step)
+    return as_path(str(manager.directory)) / str(step)
 
 
 def _digest(path: Path) -> str:
@@ -77,16 +79,20 @@ def _digest(path: Path) -> str:
 
 
 def _files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+    out = []  # listed level by level (iterdir): the same on a local disk and an object store
+    for p in directory.iterdir():
+        if p.is_dir():
+            out += _files(p)
+        elif p.name != CHECKSUMS:
+            out.append(p)
+    return sorted(out, key=str)
 
 
 def write_checksums(directory: Path) -> None:
     """Record size and SHA-256 of every file of a finished checkpoint (written aside, then renamed)."""
-    files = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _digest(p)}
+    files = {str(p.relative_to(directory)): {"size": file_size(p), "sha256": _digest(p)}
              for p in _files(directory)}
-    tmp = directory / (CHECKSUMS + ".tmp")
-    tmp.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, directory / CHECKSUMS)
+    write_text_atomic(directory / CHECKSUMS, json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
 
 
 def verify(directory: Path) -> list[str]:
@@ -103,8 +109,8 @@ def verify(directory: Path) -> list[str]:
         p = directory / rel
         if not p.is_file():
             problems.append(f"{rel}: missing")
-        elif p.stat().st_size != want["size"]:
-            problems.append(f"{rel}: {p.stat().st_size} bytes, {want['size']} when saved")
+        elif file_size(p) != want["size"]:
+            problems.append(f"{rel}: {file_size(p)} bytes, {want['size']} when saved")
         elif _digest(p) != want["sha256"]:
             problems.append(f"{rel}: SHA-256 differs from the one recorded when saved")
     present = {str(p.relative_to(directory)) for p in _files(directory)}
@@ -194,7 +200,10 @@ def quarantine(manager: ocp.CheckpointManager, step: int, damaged_root: Path) ->
         while dst.exists():
             n += 1
             dst = damaged_root / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
-        shutil.move(str(src), str(dst))
+        if is_local(src):
+            shutil.move(str(src), str(dst))
+        else:  # an object store moves object by object (copy, then delete): not atomic, but nothing is lost
+            src.rename(dst)
     _sync(f"lra quarantine {step}")
     manager.reload()
     return dst

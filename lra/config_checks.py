@@ -65,6 +65,7 @@ RULES: dict[str, Rule] = {
     "data.split_seed": _ge(0),
     "data.val_seed": _ge(0),
 }
+WANDB_MODES = ("", "online", "offline", "disabled")
 POSITIVE_BY_NAME = ("num_", "_every", "_size", "seq_len", "resolution", "max_depth", "max_args", "min_length",
                     "max_length")
 
@@ -104,6 +105,16 @@ def problems(config) -> list[str]:
         rule = _rule_for(path)
         if rule is not None and not rule[0](v):
             out.append(f"config.{path}={v}: must be {rule[1]}")
+    profile = config.get("profile_steps")
+    if profile is not None and not (
+            isinstance(profile, (tuple, list)) and len(profile) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in profile)
+            and (tuple(profile) == (0, 0) or min(profile) >= 1)):
+        out.append(f"config.profile_steps={profile!r}: must be (first step >= 1, number of steps >= 1), or (0, 0) "
+                   f"for no profile")
+    wandb = config.get("wandb")
+    if wandb is not None and wandb.get("mode", "") not in WANDB_MODES:
+        out.append(f"config.wandb.mode={wandb.mode!r}: must be one of {WANDB_MODES} ('': the library's default)")
     if config.get("data") is not None and "min_length" in config.data and "max_length" in config.data:
         if config.data.min_length > config.data.max_length:
             out.append(f"config.data.min_length={config.data.min_length} > config.data.max_length="

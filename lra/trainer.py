@@ -53,8 +53,9 @@ import models
 from lra import checkpoints, config_checks, objectives, run_dir, sharding, tasks
 from lra.checkpoints import DamagedCheckpoint, make_manager, restore_checkpoint, save_checkpoint  # noqa: F401
 from lra.data import pipeline
+from lra.data.files import as_path, write_text_atomic
 from lra.evaluation import EVAL_MASK_SEED, evaluate  # noqa: F401
-from lra.metrics import MetricWriter
+from lra.metrics import MetricWriter, StepProfiler
 from lra.optim import label_params, make_optimizer, make_schedule, param_label  # noqa: F401
 from lra.pretrained import (check_pretraining_run, init_from_pretrained, phase_configs,  # noqa: F401
                             transfer_encoder)
@@ -70,8 +71,9 @@ class NonFiniteTraining(RuntimeError):
 def run(config, workdir: str | os.PathLike) -> dict[str, Any]:
     """One run, or with ``config.pretrain`` set two: ``workdir/pretrain`` (self-pretraining on the task's own
     training inputs) then ``workdir/finetune`` initialised from it. Running the same command again resumes
-    whichever phase was interrupted (a finished pretraining phase, one with ``final_eval.json``, is not redone)."""
-    workdir = Path(workdir)
+    whichever phase was interrupted (a finished pretraining phase, one with ``final_eval.json``, is not redone).
+    ``workdir`` may be a URL (``gs://bucket/run``): it stays one (``epath``), it is not made a local directory."""
+    workdir = as_path(workdir)
     config_checks.validate(config)
     if not config.get("pretrain"):
         return train_and_evaluate(config, workdir)
@@ -162,7 +164,7 @@ def _nonfinite_error(config, step: int, watch: _FiniteWatch, last_good: str) -> 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict[str, Any]:
     """Run (or resume) one job; returns the final metrics written to ``final_eval.json``."""
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     if config.get("pretrain"):
         raise ValueError("config.pretrain is set: run both phases with lra.trainer.run (train.py does)")
     config_checks.validate(config)
@@ -172,7 +174,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
         raise ValueError("config.objective='causal_lm' needs a causal model (config.model.causal=True): a "
                          "bidirectional mixer would read the token it predicts; use 'masked_lm' for it")
     if config.init_from:
-        check_pretraining_run(Path(config.init_from))
+        check_pretraining_run(as_path(config.init_from))
     workdir.mkdir(parents=True, exist_ok=True)
     lock = _lock(workdir)
     try:
@@ -203,7 +205,7 @@ def _train(config, workdir: Path, task: tasks.TaskSpec, objective: objectives.Ob
     with contextlib.ExitStack() as cleanup:
         manager = make_manager(workdir / "checkpoints", config.keep_checkpoints)
         cleanup.callback(manager.close)
-        writer = MetricWriter(workdir, is_main)
+        writer = MetricWriter(workdir, is_main, config)
         cleanup.callback(writer.close)
         return _loop(config, workdir, data, mesh, steps, state, objective, train_iter, manager, writer, dropout_rng)
 
@@ -231,7 +233,7 @@ def _loop(config, workdir, data, mesh, steps, state, objective, train_iter, mana
         if is_main:
             print(f"Resumed from {last_good} at step {int(state.step)}", flush=True)
     elif config.init_from:
-        state = init_from_pretrained(state, Path(config.init_from))
+        state = init_from_pretrained(state, as_path(config.init_from))
         if is_main:
             print(f"Encoder initialised from the pretraining run {config.init_from}", flush=True)
     writer.truncate_after(int(state.step))
@@ -267,9 +269,12 @@ def _loop(config, workdir, data, mesh, steps, state, objective, train_iter, mana
     bar = tqdm(total=config.num_train_steps, initial=start, disable=not (is_main and config.progress_bar),
                dynamic_ncols=True, desc="train")
     t0, n_seen = time.perf_counter(), 0
+    profiler = StepProfiler(config.get("profile_steps"), workdir)
     for step in range(start + 1, config.num_train_steps + 1):
         batch = sharding.shard_batch(next(train_iter), mesh)
+        profiler.before(step)
         state, sums = steps.train_step(state, batch, dropout_rng)
+        profiler.after(step, state)
         watch.add(step, sums["nonfinite"])
         window = sums if window is None else jax.tree_util.tree_map(jnp.add, window, sums)
         window_steps += 1
@@ -305,6 +310,7 @@ def _loop(config, workdir, data, mesh, steps, state, objective, train_iter, mana
             record_run_info(step)
         bar.update(1)
     bar.close()
+    profiler.stop(state)  # a trace reaching past the last step ends there
 
     record_run_info(config.num_train_steps)
     result = final_evaluation(steps, state, manager, workdir, data, config, objective, best_val)
@@ -312,9 +318,7 @@ def _loop(config, workdir, data, mesh, steps, state, objective, train_iter, mana
     writer.write(result["step"], "test", {k[5:]: v for k, v in result.items() if k.startswith("test_")})
     writer.close()
     if is_main:
-        tmp = workdir / "final_eval.tmp"
-        tmp.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, workdir / "final_eval.json")
+        write_text_atomic(workdir / "final_eval.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
         what = (f"test loss {result['test_loss']:.4f}, accuracy {result['test_accuracy']:.4f}" if objective.pretraining
                 else f"test accuracy {result['test_accuracy']:.4f}")
         print(f"{objective.name}: {what} (best-validation checkpoint, step {result['step']})", flush=True)

@@ -6,10 +6,23 @@ Temporary files are named ``.<final name>.<host>~<pid>~<random>.tmp``: a run kil
 the same file, removes those whose process on this host is gone (and, from another host, those a day old).
 
 Archives are read front to back by :func:`iter_tar`, which also reads a gzip stream to its end so that its CRC and
-length trailer are checked: a damaged archive is an error naming it, never silently accepted."""
+length trailer are checked: a damaged archive is an error naming it, never silently accepted.
+
+**Paths**: :func:`as_path` gives an ``etils.epath.Path``: a local path behaves as ``pathlib.Path``, and a URL
+(``gs://bucket/run``, ``s3://...``) stays a URL read and written through the object store's client, instead of
+becoming a local directory named ``gs:``. What the helpers here guarantee there:
+
+* :func:`atomic_write` and :func:`write_text_atomic` keep their guarantee on an object store differently: the content
+  is produced in memory first and then uploaded as one object, which the store publishes whole when the upload
+  completes (an interrupted upload publishes nothing; a reader sees the old object or the new one). No temporary
+  object, no rename (an object store renames by copying).
+* :func:`publish_dir` cannot be atomic there (a "directory" is many objects, renamed one by one): it refuses a
+  non-local path with an error. The data sets it publishes, like every data and cache directory, are local:
+  :func:`require_local` is the error naming the setting (``config.data.data_dir``) when one is not."""
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import re
 import shutil
@@ -22,7 +35,37 @@ import zlib
 from pathlib import Path
 from typing import Callable, Iterator
 
+from etils import epath
+
 STALE_FOREIGN_S = 24 * 3600  # a temporary file from another host (shared file system) is stale after a day
+
+
+def as_path(path):
+    """``path`` (a str, ``pathlib.Path`` or URL): a local one as ``pathlib.Path`` (exactly as before), a URL as an
+    ``epath.Path`` that stays a URL (``pathlib`` would make ``gs://b/run`` the local ``gs:/b/run``)."""
+    return Path(path) if is_local(path) else epath.Path(path)
+
+
+def file_size(path) -> int:
+    """The size in bytes of the file at ``path`` (local or URL; their ``stat`` results differ)."""
+    st = path.stat()
+    return st.st_size if hasattr(st, "st_size") else int(st.length)
+
+
+def is_local(path) -> bool:
+    """Whether ``path`` is on a local (or mounted) file system rather than an object store URL (``gs://...``)."""
+    return "://" not in os.fspath(path)
+
+
+def require_local(path, what: str) -> Path:
+    """``path`` as a ``pathlib.Path``; a ValueError naming ``what`` (e.g. ``config.data.data_dir``) for a URL. The
+    data readers memory-map their caches and publish generated sets by renaming directories, which an object store
+    cannot do: copy the data to a local disk (``gsutil -m cp -r``) and point ``what`` there."""
+    if not is_local(path):
+        raise ValueError(f"{what}={os.fspath(path)!r} is not a local path: data and caches are memory-mapped and "
+                         f"published by directory renames, which object stores do not offer; copy the data to a "
+                         f"local disk (e.g. gsutil -m cp -r) and give that path")
+    return Path(path)
 
 
 def _host() -> str:
@@ -101,8 +144,16 @@ def writable(directory: Path) -> bool:
 
 def atomic_write(path: Path, write: Callable, *, binary: bool = True) -> None:
     """``write(f)`` into a temporary file beside ``path``, then ``os.replace`` it there: readers see all of it or
-    nothing, and a failure removes the temporary file. Text files are written without newline translation. The
-    file is made readable by all (``mkstemp`` makes it private; data are as readable as the data beside them)."""
+    nothing, and a failure removes the temporary file. Text files are written without newline translation (and as
+    UTF-8 on an object store). The file is made readable by all (``mkstemp`` makes it private; data are as readable
+    as the data beside them). A URL ``path`` is written as one object (see the module's docstring)."""
+    if not is_local(path):  # an object store: one upload of the whole content, published when it completes
+        buffer = io.BytesIO() if binary else io.StringIO(newline="")
+        write(buffer)
+        content = buffer.getvalue()
+        with as_path(path).open("wb") as f:
+            f.write(content if binary else content.encode("utf-8"))
+        return
     path = Path(path)
     tmp = make_temp(path)
     try:
@@ -116,13 +167,16 @@ def atomic_write(path: Path, write: Callable, *, binary: bool = True) -> None:
         raise
 
 
-def write_text_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path, text: str) -> None:
+    """``text`` into ``path`` (local or URL), all of it or nothing (:func:`atomic_write`)."""
     atomic_write(path, lambda f: f.write(text), binary=False)
 
 
 def publish_dir(work: Path, final: Path) -> None:
     """Rename the finished directory ``work`` to ``final``. If another process published the same set first (the
-    rename fails and ``final`` exists), its copy is kept and ``work`` removed."""
+    rename fails and ``final`` exists), its copy is kept and ``work`` removed. Local paths only: an object store
+    has no atomic directory rename."""
+    require_local(final, "a published directory")
     try:
         os.rename(work, final)
     except OSError:

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lra.data.files import iter_tar
+from lra.data.files import iter_tar, require_local
 
 SEQ_LEN, NUM_CLASSES, VOCAB_SIZE, SIDE = 1024, 10, 256, 32
 SPLITS = ("train", "val", "test")
@@ -145,7 +145,7 @@ def parse_py(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
 
 def find_source(data_dir) -> tuple[str, Path]:
     """``(kind, path)``: kind ``"bin"`` or ``"py"``, path a folder or a ``.tar.gz`` (order: module docstring)."""
-    root = Path(data_dir).expanduser()
+    root = require_local(data_dir, "config.data.data_dir").expanduser()
     for kind in ("bin", "py"):
         if root.name == FOLDERS[kind] and root.is_dir():
             return kind, root

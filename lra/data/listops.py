@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lra.data.files import publish_dir, write_text_atomic
+from lra.data.files import publish_dir, require_local, write_text_atomic
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 VOCAB = ("<pad>",) + tuple(str(d) for d in range(10)) + OPERATORS + ("]", "<mask>")
@@ -211,7 +211,7 @@ def encode(rows, seq_len: int) -> dict[str, np.ndarray]:
 def find_release_dir(root: str | os.PathLike) -> Path:
     """The directory holding ``basic_{train,val,test}.tsv``: ``root`` itself, ``root/listops-1000``, or
     ``root/lra_release/listops-1000`` (the tarball's extra level)."""
-    root = Path(root).expanduser()
+    root = require_local(root, "config.data.data_dir").expanduser()
     for cand in (root, root / "listops-1000", root / "lra_release" / "listops-1000"):
         if all((cand / f"basic_{s}.tsv").is_file() for s in SPLITS):
             return cand
@@ -243,7 +243,7 @@ def ensure_generated(data_dir: str | os.PathLike, *, seed: int = 0, num_train: i
                   max_args=max_args, min_length=min_length, max_length=max_length)
     name = (f"seed{seed}_n{num_train}-{num_val}-{num_test}_len{min_length}-{max_length}"
             f"_depth{max_depth}_args{max_args}")
-    parent = Path(data_dir).expanduser() / "listops_generated"
+    parent = require_local(data_dir, "config.data.data_dir").expanduser() / "listops_generated"
     final = parent / name
     manifest = final / "manifest.json"
     if manifest.is_file():

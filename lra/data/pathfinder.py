@@ -54,8 +54,8 @@ from pathlib import Path
 import numpy as np
 
 from lra.data import pathfinder_gen as gen
-from lra.data.files import (STALE_FOREIGN_S, atomic_write, make_temp, publish_dir, remove_stale_temps, writable,
-                            write_text_atomic)
+from lra.data.files import (STALE_FOREIGN_S, atomic_write, make_temp, publish_dir, remove_stale_temps, require_local,
+                            writable, write_text_atomic)
 
 URL = "https://storage.googleapis.com/long-range-arena/lra_release.gz"
 NUM_CLASSES, VOCAB_SIZE = 2, 256
@@ -89,7 +89,7 @@ def find_dir(data_dir, resolution: int, difficulty: str) -> Path:
     if resolution not in RESOLUTIONS:
         raise ValueError(f"Pathfinder resolution must be one of {RESOLUTIONS}, got {resolution}")
     name, parent = difficulty_dir(difficulty), f"pathfinder{resolution}"
-    root = Path(data_dir).expanduser()
+    root = require_local(data_dir, "config.data.data_dir").expanduser()
     candidates = [root / sub / parent / name for sub in (".", "lra_release", "lra_release/lra_release")]
     if root.name == parent:
         candidates.append(root / name)
@@ -206,7 +206,7 @@ INDEX_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("kept", "?"), ("p
 
 def _cache_paths(directory: Path, resolution: int, cache_dir) -> tuple[Path, Path, str]:
     key = _cache_key(directory, resolution)
-    where = Path(cache_dir).expanduser() if cache_dir else directory
+    where = require_local(cache_dir, "config.data.cache_dir").expanduser() if cache_dir else directory
     return where / f"decoded-{key}.npy", where / f"decoded-{key}.index.npy", key
 
 

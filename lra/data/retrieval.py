@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lra.data.files import require_local
 from lra.data.text import ByteSequences, Documents, cached, check_documents
 
 NUM_CLASSES, VOCAB_SIZE = 2, 257
@@ -65,7 +66,7 @@ def decode_text(field: bytes, decode_literals: bool = True) -> bytes:
 
 def find_release_dir(data_dir) -> Path:
     """The folder holding ``tsv_data/`` (see the module docstring for what ``data_dir`` may be)."""
-    root = Path(data_dir).expanduser()
+    root = require_local(data_dir, "config.data.data_dir").expanduser()
     if root.name == "tsv_data" and (root / FILES["train"]).is_file():
         return root.parent
     looked = [root, root / "lra_release", root / "lra_release" / "lra_release"]
@@ -127,7 +128,7 @@ def load_split(data_dir, split: str, *, seq_len: int = 4000, decode_literals: bo
         st = path.stat()
         key = hashlib.sha256(repr([CACHE_VERSION, path.name, st.st_size, st.st_mtime_ns, seq_len,
                                    decode_literals]).encode()).hexdigest()[:16]
-        where = Path(cache_dir).expanduser() if cache_dir else folder
+        where = require_local(cache_dir, "config.data.cache_dir").expanduser() if cache_dir else folder
         def check(arrays):
             problem = check_documents(arrays, ("data1", "offsets1"), ("data2", "offsets2"))
             if problem is None and not (len(arrays.get("labels", ())) == len(arrays["offsets1"]) - 1

@@ -45,7 +45,7 @@ from typing import Callable
 
 import numpy as np
 
-from lra.data.files import atomic_write, iter_tar, writable
+from lra.data.files import atomic_write, iter_tar, require_local, writable
 
 NUM_CLASSES, VOCAB_SIZE = 2, 257
 SPLITS = ("train", "val", "test")
@@ -185,7 +185,7 @@ def _order(name: str) -> tuple:
 def find_source(data_dir) -> Path:
     """The unpacked ``aclImdb`` folder or the ``aclImdb_v1.tar.gz`` archive for ``data_dir`` (a folder holding
     either, the ``aclImdb`` folder itself or the archive's path); a FileNotFoundError naming what was looked for."""
-    root = Path(data_dir).expanduser()
+    root = require_local(data_dir, "config.data.data_dir").expanduser()
     for candidate in (root / "aclImdb", root):
         if candidate.name == "aclImdb" and candidate.is_dir():
             return candidate
@@ -278,7 +278,7 @@ def load_reviews(data_dir, *, cache_dir=None, cache: bool = True) -> dict[str, t
         return arrays
 
     if cache:
-        where = Path(cache_dir).expanduser() if cache_dir else source.parent  # beside aclImdb/ or the archive
+        where = require_local(cache_dir, "config.data.cache_dir").expanduser() if cache_dir else source.parent  # beside aclImdb/ or the archive
         def check(arrays):
             problem = check_documents(arrays, *((f"{p}_data", f"{p}_offsets") for p in PARTS))
             if problem is None and any(len(arrays.get(f"{p}_labels", ())) != len(arrays[f"{p}_offsets"]) - 1
