@@ -119,7 +119,10 @@ def _reference_worker(original: str, spec: dict, out: str) -> None:
         return _reference_headings(snakes, spec["params"], out)
 
     record = dict(labels=[], markers=[], heading=[], distractors=[], attempts=[], margin=[])
+    if spec.get("touching"):
+        record["paints"] = []  # the two targets' paint, uint8 (the image / target contrast * 255)
     state = dict(markers=[], heading=None, distractors=0, attempts=0)
+    contrast = spec["params"]["paddle_contrast"] * spec["params"]["snake_contrast"]
     two_snakes, initialize, make_snake = snakes2.two_snakes, snakes2.initialize_two_seeds, snakes.make_snake
     draw_circle, accumulate = snakes2.draw_circle, snakes2.accumulate_meta
 
@@ -134,6 +137,7 @@ def _reference_worker(original: str, spec: dict, out: str) -> None:
         if out[-1]:
             state["heading"] = state["seed_heading"]
             state["distractors"] = 0
+            state["paints"] = [np.round(np.asarray(t, np.float64) / contrast * 255).astype(np.uint8) for t in out[0]]
         return out
 
     def make_snake_(*a, **k):
@@ -152,6 +156,8 @@ def _reference_worker(original: str, spec: dict, out: str) -> None:
         record["heading"].append(float(state["heading"]) * 180 / np.pi)
         record["distractors"].append(state["distractors"])
         record["attempts"].append(state["attempts"])
+        if "paints" in record:
+            record["paints"].append(np.stack(state["paints"]))
         state.update(markers=[], attempts=0)
         return accumulate(array, label, subpath, filename, args, nimg, paddle_margin)
 
@@ -227,8 +233,10 @@ def reference_headings(params, original: str, python: str) -> dict:
             raise SystemExit(f"pathfinder_faithfulness: the original's seed test failed:\n{done.stderr[-3000:]}")
         return {int(m): v for m, v in json.loads(out.read_text()).items()}
 
-def reference(params, n: int, seed: int, original: str, python: str, cache: Path, jobs: int = 2) -> dict:
-    """The original's output for ``n`` images of ``params`` (cached), run in ``jobs`` subprocesses of ``python``."""
+def reference(params, n: int, seed: int, original: str, python: str, cache: Path, jobs: int = 2,
+              touching: bool = False) -> dict:
+    """The original's output for ``n`` images of ``params`` (cached), run in ``jobs`` subprocesses of ``python``;
+    ``touching``: also each target's paint."""
     import dataclasses
     original, python = str(original or ""), str(python or "")
     if not original or not Path(original, "snakes2.py").is_file() or not Path(original, "snakes.py").is_file():
@@ -239,7 +247,8 @@ def reference(params, n: int, seed: int, original: str, python: str, cache: Path
         raise SystemExit(f"pathfinder_faithfulness: --reference_python={python!r} is not an interpreter; it needs "
                          f"numpy, scipy, pillow and opencv-python-headless")
     spec_params = dataclasses.asdict(params)
-    key = hashlib.sha256(json.dumps([spec_params, n, seed, jobs], sort_keys=True).encode()
+    settings = [spec_params, n, seed, jobs] + ([True] if touching else [])
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()
                          + Path(original, "snakes.py").read_bytes() + Path(original, "snakes2.py").read_bytes()
                          + WORKER_VERSION.encode()).hexdigest()[:16]
     path = cache / f"pf{params.resolution}_{params.contour_length}_{n}_{key}.npz"
@@ -249,7 +258,7 @@ def reference(params, n: int, seed: int, original: str, python: str, cache: Path
         counts = [n // jobs + (j < n % jobs) for j in range(jobs)]
         for j, count in enumerate(counts):
             part = cache / f"{path.stem}.part{j}.npz"
-            spec = dict(params=spec_params, n=count, seed=seed * 1000 + j)
+            spec = dict(params=spec_params, n=count, seed=seed * 1000 + j, touching=touching)
             procs.append(subprocess.Popen([python, __file__, "--_worker", "--original", original, "--spec",
                                            json.dumps(spec), "--out", str(part)], stderr=subprocess.PIPE, text=True))
             parts.append(part)
@@ -289,7 +298,7 @@ def load_generator(rev: str | None):
 def ours(gen, resolution: int, difficulty: str, n: int, seed: int) -> dict:
     """The same record as the worker's, from a generator module."""
     p = gen.params_for(resolution, difficulty)
-    out = dict(images=[], labels=[], markers=[], heading=[], distractors=[], attempts=[], margin=[])
+    out = dict(images=[], labels=[], markers=[], heading=[], distractors=[], attempts=[], margin=[], paints=[])
     t0 = time.process_time()
     for i in range(n):
         s = gen.render(p, gen.image_rng(seed, p, i), geometry=True)
@@ -301,6 +310,7 @@ def ours(gen, resolution: int, difficulty: str, n: int, seed: int) -> dict:
         out["heading"].append(g["targets"][0][0][4] * 180 / np.pi)
         out["distractors"].append(len(g["distractors"]))
         out["attempts"].append(g["attempts"])
+        out["paints"].append(np.stack(g["target_paint"]))
     out = {k: np.asarray(v) for k, v in out.items()}
     out["cpu_seconds"] = np.array(time.process_time() - t0)
     return out
@@ -331,7 +341,19 @@ def per_image(record: dict) -> dict[str, np.ndarray]:
         "first marker from centre": np.hypot(markers[:, 0, 0] - centre, markers[:, 0, 1] - centre),
         "first target heading (deg)": record["heading"].astype(np.float64),
         "label": record["labels"].astype(np.float64),
-    }
+    } | ({"targets touching (paint >= 128)": np.array([touching(*t) for t in record["paints"]], np.float64)}
+         if "paints" in record else {})
+
+
+def touching(a: np.ndarray, b: np.ndarray, level: int = 128) -> bool:
+    """Do two targets' bright paint pixels (``>= level`` of 255) overlap or touch (8-neighbours)? Where they do, a
+    label-0 image can look connected."""
+    x, y = np.pad(a >= level, 1), b >= level
+    near = np.zeros_like(y)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            near |= x[dy:dy + y.shape[0], dx:dx + y.shape[1]]
+    return bool((near & y).any())
 
 
 def zscore(a: np.ndarray, b: np.ndarray) -> float:
@@ -371,6 +393,8 @@ def main(argv=None):
     ap.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "pathfinder_faithfulness_cache"))
     ap.add_argument("--out", default=str(RESULTS / "pathfinder_faithfulness.md"))
     ap.add_argument("--no_grids", action="store_true", help="write the statistics only (a follow-up run)")
+    ap.add_argument("--touching", action="store_true", help="also record the original's target paints (a separate "
+                    "run of the original) and compare how often the two targets touch")
     ap.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -387,7 +411,8 @@ def main(argv=None):
     cpu = {}
     for (res, difficulty), n in sets.items():
         p = now.params_for(res, difficulty)
-        ref = reference(p, n, args.seed, args.original, args.reference_python, Path(args.cache), args.jobs)
+        ref = reference(p, n, args.seed, args.original, args.reference_python, Path(args.cache), args.jobs,
+                        args.touching)
         mine = ours(now, res, difficulty, n, args.seed)
         old = ours(before, res, difficulty, n, args.seed) if before else None
         cpu[res, difficulty] = (float(ref["cpu_seconds"]), float(mine["cpu_seconds"]),
@@ -443,7 +468,8 @@ def main(argv=None):
              f"--reference_python=<python with numpy, scipy, pillow, opencv-python-headless>"
              f"{' --before_rev=' + args.before_rev if before else ''}"
              f"{' --sets ' + ' '.join(args.sets) if args.sets else ''}"
-             f"{' --seed %d' % args.seed if args.seed != 7 else ''}` (seed {args.seed}).", "",
+             f"{' --seed %d' % args.seed if args.seed != 7 else ''}{' --touching' if args.touching else ''}"
+             f"{' --no_grids' if args.no_grids else ''}` (seed {args.seed}).", "",
              "Per set, per image: the statistics below over n images of each generator; z = (mean ours - mean "
              "original) / sqrt(sd_ours^2 / n + sd_original^2 / n). With about 15 statistics per set, |z| up to "
              "about 2.5 is what chance gives; a real difference shows as |z| in the tens. CPU seconds per image: "
