@@ -166,13 +166,19 @@ def test_bad_batches_and_missing_data_are_named(tmp_path):
 
 @pytest.mark.parametrize("model", sorted(models.MODELS))
 def test_configs_build_for_every_model(model):
+    from configs import published
+
+    # the model's published settings, else the LRA Transformer's (the budget rule copies data.tokenize from them)
+    settings = published.settings_for(model, "image") or published.settings_for("transformer", "image")
+    tokenize = settings.get("data.tokenize", True)
     for arg in (model, f"{model},small"):
         c = lra_image.get_config(arg)
-        published = models.published(model, "image") is not None
-        assert c.task == "image" and c.data.tokenize == (not published)
-        assert c.pretraining.target == ("l1" if published else "auto")
-    lra = lra_image.get_config("transformer")  # LRA base_cifar10_config
-    assert (lra.model.d_model, lra.model.num_layers, lra.model.mixer_kwargs.num_heads, lra.batch_size) == (32, 1, 1, 256)
+        assert c.task == "image" and c.data.tokenize == tokenize
+        assert c.pretraining.target == ("auto" if tokenize else "l1")  # continuous pixels: predict the value
+    lra = lra_image.get_config("transformer")  # LRA base_cifar10_config, as configs/published.py records it
+    want = published.settings_for("transformer", "image")
+    assert (lra.model.d_model, lra.model.num_layers, lra.batch_size) == (
+        want["model.d_model"], want["model.num_layers"], want["batch_size"])
 
 
 @pytest.mark.parametrize("tokenize", [True, False])

@@ -170,9 +170,13 @@ def test_missing_data_names_the_path_and_the_download(tmp_path):
 
 @pytest.mark.parametrize("model", sorted(models.MODELS))
 def test_configs_build_for_every_model(model):
+    from configs import published
+
+    # the model's published settings, else the LRA Transformer's (the budget rule copies its data settings)
+    settings = published.settings_for(model, "text") or published.settings_for("transformer", "text")
     for arg in (model, f"{model},small"):
         c = lra_text.get_config(arg)
-        assert c.task == "text" and c.data.seq_len == (256 if "small" in arg else 4096)
+        assert c.task == "text" and c.data.seq_len == (256 if "small" in arg else settings["data.seq_len"])
         with pytest.raises(AttributeError):
             c.data.seq_lenn = 1  # locked
     assert lra_text.get_config("transformer").model.mixer_kwargs.num_heads == 4  # LRA base_tc_config
