@@ -127,7 +127,7 @@ def test_causal_layer_is_the_same_in_both_variants(x64):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
-def test_unknown_variant_is_an_error():
+def test_unknown_variant_is_an_error(x64):
     q, k, v, _ = inputs()
     with pytest.raises(ValueError, match="variant 'twice'"):
         combiner_attention(q, k, v, 4, variant="twice")
