@@ -47,9 +47,9 @@ def find_runs(patterns) -> list[Path]:
     """Run directories (holding config.json and final_eval.json) under or matching each pattern."""
     found = []
     for pattern in patterns:
-        matches = [Path(p) for p in sorted(glob.glob(str(pattern)))] or [Path(pattern)]
+        matches = [Path(p) for p in sorted(glob.glob(str(pattern))) if Path(p).is_dir()] or [Path(pattern)]
         for m in matches:
-            if not m.exists():
+            if not m.is_dir():
                 raise FileNotFoundError(f"{pattern}: no such run directory")
             candidates = [m] if (m / "final_eval.json").is_file() else sorted(
                 p.parent for p in m.rglob("final_eval.json"))
