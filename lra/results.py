@@ -152,7 +152,7 @@ def tables(runs: list[dict]) -> tuple[str, dict]:
         avg = sum(accs) / len(accs) if accs else None
         table.setdefault(m, {})["average"] = avg
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {_pct(avg)} |")
-    runs_lines = ["| model | task | scale | test accuracy | published | parameters | steps | wall-clock | device | run |",
+    runs_lines = ["| model | task | scale | test accuracy | published | parameters | best step / steps | wall-clock | device | run |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         pub = f"{r['published']:.2f}" if isinstance(r["published"], float) else "-"

@@ -70,7 +70,7 @@ def test_the_tables(runs, tmp_path):
     assert "| s4 | 59.12 [59.60] (full) | 87.10 [94.20] (reduced set) | 73.11 |" in lines
     assert "| transformer+SPT | 36.60 [36.37] (small preset) | - | 36.60 |" in lines
     s4_row = [l for l in lines if l.startswith("| s4 | ListOps | full")][0]
-    assert "| 599,434 | 76800 / 76800 | 2.0 h | 1 x cpu (2 cores) |" in s4_row
+    assert "| 599,434 | 76800 / 76800 | 2.0 h | 1 x cpu (2 cores) |" in s4_row and "best step / steps" in md
     data = json.loads(json_path.read_text())
     assert data["table"]["s4"]["pathfinder"]["scale"] == "reduced set"
     assert data["table"]["s4"]["average"] == pytest.approx((0.5912 + 0.871) / 2)
