@@ -81,3 +81,51 @@ def prepare(argv: list[str] | None = None) -> None:
     from lra.data import prepare as prepare_module
 
     prepare_module.main(argv)
+
+
+# ----------------------------------------------------------------------------------------------------- evaluate
+
+def define_evaluate_flags() -> None:
+    """The flags of ``evaluate.py`` / ``lra-evaluate`` (defined only by that entry point)."""
+    flags.DEFINE_string("workdir", None, "The run directory (what train.py was given as --workdir).")
+    flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint: best by validation score, or latest.")
+    flags.DEFINE_enum("split", "test", ["train", "val", "test"], "Which split to evaluate.")
+    flags.mark_flags_as_required(["workdir"])
+
+
+def split_overrides(argv: list[str]) -> tuple[dict, list[str]]:
+    """``--config.a.b=v`` arguments -> (``{"a.b": "v"}``, the remaining argv)."""
+    overrides, rest = {}, []
+    for a in argv:
+        if a.startswith("--config."):
+            key, sep, value = a[len("--config."):].partition("=")
+            if not sep:
+                sys.exit(f"error: {a}: expected --config.<field>=<value>")
+            overrides[key] = value
+        else:
+            rest.append(a)
+    return overrides, rest
+
+
+def evaluate_main(argv, overrides: dict) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    from lra import runs
+    try:
+        result = runs.evaluate_run(FLAGS.workdir, FLAGS.checkpoint, FLAGS.split, overrides)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    split = FLAGS.split
+    print(f"{FLAGS.workdir}: {FLAGS.checkpoint} checkpoint (step {result['step']}), {split}: accuracy "
+          f"{result[split + '_accuracy']:.4f}, loss {result[split + '_loss']:.4f} over "
+          f"{result[split + '_count']:.0f} examples -> eval_{FLAGS.checkpoint}_{split}.json")
+
+
+def evaluate(argv: list[str] | None = None) -> None:
+    """``evaluate.py`` / ``lra-evaluate``: ``--config.*`` overrides are taken out before absl parses the flags, and
+    checked by :func:`lra.runs.apply_overrides` (only fields that cannot change the model)."""
+    overrides, rest = split_overrides(list(sys.argv if argv is None else argv))
+    define_evaluate_flags()
+    app.run(lambda a: evaluate_main(a, overrides), argv=rest)

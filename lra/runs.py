@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import models
 from lra import checkpoints, objectives, sharding, tasks
 from lra.evaluation import evaluate
 from lra.optim import make_optimizer
+from lra.data.files import as_path
 from lra.steps import Steps, TrainState
 
 EVAL_OVERRIDABLE = ("data.data_dir", "data.source", "data.cache_dir", "data.workers", "eval_batch_size", "mesh.data",
@@ -31,7 +31,7 @@ EVAL_OVERRIDABLE = ("data.data_dir", "data.source", "data.cache_dir", "data.work
 
 
 def load_config(workdir) -> ml_collections.ConfigDict:
-    path = Path(workdir) / "config.json"
+    path = as_path(workdir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {workdir} is not a run directory (train.py writes config.json "
                                 f"when a run starts)")
@@ -92,7 +92,7 @@ def load_run(workdir, checkpoint: str = "best", overrides: dict[str, Any] | None
     checkpoint, verified by its checksums; ``overrides`` as in :func:`apply_overrides`."""
     if checkpoint not in ("best", "latest"):
         raise ValueError(f"checkpoint must be 'best' or 'latest', got {checkpoint!r}")
-    workdir = Path(workdir)
+    workdir = as_path(workdir)
     config = apply_overrides(load_config(workdir), overrides or {})
     task = tasks.get_task(config)
     objective = objectives.get(config, task)
@@ -123,10 +123,8 @@ def evaluate_run(workdir, checkpoint: str = "best", split: str = "test",
               "objective": run.objective.name, **{f"{split}_{k}": v for k, v in metrics.items()},
               "overrides": dict(overrides or {})}
     if jax.process_index() == 0:
-        path = Path(workdir) / f"eval_{checkpoint}_{split}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        os.replace(tmp, path)
+        from lra.data.files import write_text_atomic
+        write_text_atomic(as_path(workdir) / f"eval_{checkpoint}_{split}.json", json.dumps(result, indent=2) + "\n")
     return result
 
 

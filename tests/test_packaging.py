@@ -78,8 +78,8 @@ def test_wheel_installs_and_trains_from_another_directory(tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import lra, configs, evaluate; "
-                            "print(lra.__file__, configs.__file__, evaluate.__file__)"],
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import lra, configs, lra.cli; "
+                            "print(lra.__file__, configs.__file__, lra.cli.__file__)"],
                            cwd=elsewhere, env=env, check=True, capture_output=True, text=True).stdout.split()
     assert all(Path(p).is_relative_to(new_site) for p in where), where  # the wheel's copies, not the checkout's
 
