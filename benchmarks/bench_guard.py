@@ -22,6 +22,7 @@ import numpy as np
 
 import models
 from benchmarks import common
+from benchmarks.train_throughput import batch  # random ListOps-shaped batches
 from configs import lra_listops
 from lra import objectives, sharding, tasks
 from lra.data import listops
@@ -36,13 +37,6 @@ def make(mixer: str, guard: bool):
     steps = Steps(models.build(config.model, task), objectives.Objective("classify", task),
                   make_optimizer(config.optimizer, config.num_train_steps), mesh, guard=guard)
     return steps, task, config
-
-
-def batch(task, batch_size, rng):
-    lengths = rng.integers(task.seq_len // 2, task.seq_len + 1, size=batch_size).astype(np.int32)
-    inputs = rng.integers(1, listops.VOCAB_SIZE - 1, size=(batch_size, task.seq_len)).astype(np.int32)
-    inputs[np.arange(task.seq_len)[None] >= lengths[:, None]] = 0
-    return {"inputs": inputs, "lengths": lengths, "labels": rng.integers(0, 10, size=batch_size).astype(np.int32)}
 
 
 def main():

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from configs import published
+from lra.run_dir import flatten
 
 IGNORED = ("data.data_dir", "data.cache_dir", "data.workers", "progress_bar", "max_nonfinite_steps",
            "keep_checkpoints", "settings_rule", "init_from", "pretrain", "eval_every", "checkpoint_every",
@@ -31,16 +32,6 @@ IGNORED_PREFIXES = ("wandb.", "profile")
 DATA_SIZE = ("data.num_train", "data.num_val", "data.num_test", "data.num_images")
 TASK_NAMES = {"listops": "ListOps", "text": "Text", "retrieval": "Retrieval", "image": "Image",
               "pathfinder": "Pathfinder", "pathx": "Path-X"}
-
-
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def find_runs(patterns) -> list[Path]:
@@ -62,14 +53,14 @@ def find_runs(patterns) -> list[Path]:
 def _reference(task: str, mixer: str, preset: str):
     try:
         module = importlib.import_module(f"configs.lra_{task}")
-        return _flatten(json.loads(module.get_config(mixer + preset).to_json_best_effort()))
+        return flatten(json.loads(module.get_config(mixer + preset).to_json_best_effort()))
     except Exception:  # noqa: BLE001 - a task or model this version does not have
         return None
 
 
 def scale_of(config: dict) -> tuple[str, list[str]]:
     """``(scale, fields that differ from that scale's settings)`` of a run's resolved config."""
-    flat = _flatten(config)
+    flat = flatten(config)
     task, mixer = flat.get("task"), flat.get("model.mixer")
 
     def differing(ref):
