@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-NOT_TASKS = ("__init__", "base", "models")  # modules here that are not task configs
+NOT_TASKS = ("__init__", "base", "models", "published")  # modules here that are not task configs
 
 
 def names() -> list[str]:
