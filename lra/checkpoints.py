@@ -183,10 +183,10 @@ def restore_best(directory, target) -> tuple[Any, dict]:
 
 def best_step(manager: ocp.CheckpointManager) -> int | None:
     """The step of the best-scoring checkpoint (one saved with a score); the latest step if none has a score."""
-    scored = [s for s in manager.all_steps() if manager.metrics(s) is not None]
-    if not scored:
+    scores = {s: m["score"] for s in manager.all_steps() if (m := manager.metrics(s)) is not None}
+    if not scores:
         return manager.latest_step()
-    return max(scored, key=lambda s: (manager.metrics(s)["score"], -s))
+    return max(scores, key=lambda s: (scores[s], -s))
 
 
 def quarantine(manager: ocp.CheckpointManager, step: int, damaged_root: Path) -> Path:

@@ -35,7 +35,8 @@ def _records(workdir, drop_speed=True):
     return rows
 
 
-def _die_after_save_at(monkeypatch, step):
+def _killed_after_save_at(monkeypatch, config, workdir, step):
+    """Run ``config`` in ``workdir`` and kill it right after its step-``step`` checkpoint is saved."""
     real_save = trainer.save_checkpoint
 
     def save_then_die(manager, state, meta, score=None):
@@ -44,7 +45,9 @@ def _die_after_save_at(monkeypatch, step):
             raise Interrupt()
 
     monkeypatch.setattr(trainer, "save_checkpoint", save_then_die)
-    return real_save
+    with pytest.raises(Interrupt):
+        trainer.train_and_evaluate(config, workdir)
+    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
 
 
 def _poison_from(monkeypatch, first, last=None):
@@ -183,12 +186,7 @@ def _delete_metadata(d):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    toy.register(mp)
-    workdir = tmp_path_factory.mktemp("full")
-    result = trainer.train_and_evaluate(toy.config(), workdir)
-    yield workdir, result
-    mp.undo()
+    yield from toy.finished_run(tmp_path_factory, "full")
 
 
 @pytest.mark.parametrize("damage", [_flip_byte, _truncate, _delete_metadata], ids=["flipped", "truncated", "metadata"])
@@ -196,10 +194,7 @@ def test_a_damaged_latest_checkpoint_is_reported_and_the_run_falls_back(damage, 
                                                                        capsys):
     full_dir, full = uninterrupted
     toy.register(monkeypatch)
-    real_save = _die_after_save_at(monkeypatch, 4)
-    with pytest.raises(Interrupt):
-        trainer.train_and_evaluate(toy.config(), tmp_path)
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    _killed_after_save_at(monkeypatch, toy.config(), tmp_path, 4)
     damaged = damage(tmp_path / "checkpoints" / "4")
     rel = str(damaged.relative_to(tmp_path / "checkpoints" / "4"))
     with pytest.warns(UserWarning, match="checkpoints/4 is damaged") as warned:
@@ -216,10 +211,7 @@ def test_a_damaged_latest_checkpoint_is_reported_and_the_run_falls_back(damage, 
 def test_every_checkpoint_damaged_starts_afresh_and_still_ends_as_uninterrupted(uninterrupted, tmp_path, monkeypatch):
     full_dir, full = uninterrupted
     toy.register(monkeypatch)
-    real_save = _die_after_save_at(monkeypatch, 4)
-    with pytest.raises(Interrupt):
-        trainer.train_and_evaluate(toy.config(), tmp_path)
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    _killed_after_save_at(monkeypatch, toy.config(), tmp_path, 4)
     for d in (tmp_path / "checkpoints").iterdir():
         _delete_metadata(d)
     with pytest.warns(UserWarning, match="no older checkpoint: starting afresh"):
@@ -295,13 +287,9 @@ def test_every_shipped_config_passes_the_checks():
 @pytest.fixture(scope="module")
 def odd_intervals(tmp_path_factory):
     """An uninterrupted run whose log window (3) divides neither the checkpoint (2) nor the eval (5) interval."""
-    mp = pytest.MonkeyPatch()
-    toy.register(mp)
-    workdir = tmp_path_factory.mktemp("odd")
     config = toy.config(num_train_steps=10, log_every=3, checkpoint_every=2, eval_every=5)
-    result = trainer.train_and_evaluate(config, workdir)
-    yield config, workdir, result
-    mp.undo()
+    for workdir, result in toy.finished_run(tmp_path_factory, "odd", config):
+        yield config, workdir, result
 
 
 @pytest.mark.parametrize("kill_at", [2, 4, 5, 8])
@@ -309,10 +297,7 @@ def test_resume_anywhere_is_exact_when_log_every_does_not_divide_checkpoint_ever
                                                                                    monkeypatch):
     config, full_dir, full = odd_intervals
     toy.register(monkeypatch)
-    real_save = _die_after_save_at(monkeypatch, kill_at)
-    with pytest.raises(Interrupt):
-        trainer.train_and_evaluate(config, tmp_path)
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    _killed_after_save_at(monkeypatch, config, tmp_path, kill_at)
     resumed = trainer.train_and_evaluate(config, tmp_path)
     assert resumed == full
     assert _records(tmp_path) == _records(full_dir)
@@ -322,10 +307,7 @@ def test_rerunning_a_finished_run_adds_no_duplicate_and_a_progress_bar_change_ma
                                                                                        monkeypatch):
     config, full_dir, full = odd_intervals
     toy.register(monkeypatch)
-    real_save = _die_after_save_at(monkeypatch, 6)
-    with pytest.raises(Interrupt):
-        trainer.train_and_evaluate(config, tmp_path)
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    _killed_after_save_at(monkeypatch, config, tmp_path, 6)
     with_bar = toy.config(num_train_steps=10, log_every=3, checkpoint_every=2, eval_every=5, progress_bar=True,
                           max_nonfinite_steps=4)
     assert trainer.train_and_evaluate(with_bar, tmp_path) == full  # fields that do not change the run may change

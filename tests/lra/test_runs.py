@@ -16,12 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    toy.register(mp)
-    workdir = tmp_path_factory.mktemp("run")
-    result = trainer.train_and_evaluate(toy.config(), workdir)
-    yield workdir, result
-    mp.undo()
+    yield from toy.finished_run(tmp_path_factory, "run")
 
 
 def test_evaluate_equals_final_eval_exactly(finished, monkeypatch):

@@ -42,3 +42,19 @@ def config(**overrides) -> ml_collections.ConfigDict:
         node[last] = v
     c.lock()
     return c
+
+
+def finished_run(tmp_path_factory, name: str, run_config=None):
+    """For a module-scoped fixture (``yield from``): the toy task registered, ``run_config`` (default
+    :func:`config`) trained to the end in a fresh directory; yields ``(workdir, final result)``."""
+    import pytest
+
+    from lra import trainer
+
+    mp = pytest.MonkeyPatch()
+    register(mp)
+    try:
+        workdir = tmp_path_factory.mktemp(name)
+        yield workdir, trainer.train_and_evaluate(run_config if run_config is not None else config(), workdir)
+    finally:
+        mp.undo()
