@@ -12,61 +12,17 @@ does). The table (test accuracy of the best-validation checkpoint, parameters, s
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+from benchmarks.ladder import REPO, Rung, keep_records, run_rung
 
-REPO = Path(__file__).resolve().parent.parent
 TITLE = "ListOps small preset (2,000 generated examples), 2-core CPU"
 
 
 def registered_mixers() -> list[str]:
     from models import MIXERS
     return list(MIXERS)
-
-
-def run_one(mixer: str, root: Path) -> None:
-    workdir = root / mixer
-    if (workdir / "final_eval.json").is_file():
-        print(f"{mixer}: finished already ({workdir / 'final_eval.json'})", flush=True)
-        return
-    root.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "train.py", f"--config=configs/lra_listops.py:{mixer},small", f"--workdir={workdir}",
-           "--config.progress_bar=False"]
-    print(f"{mixer}: {' '.join(cmd[1:])}", flush=True)
-    t0 = time.perf_counter()
-    with open(root / f"{mixer}.log", "a") as log:
-        rc = subprocess.call(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - t0
-    if rc != 0:
-        raise SystemExit(f"{mixer}: train.py exited with status {rc}; see {root / f'{mixer}.log'}")
-    (root / f"{mixer}.time.json").write_text(json.dumps({"wall_s": wall}) + "\n")
-    print(f"{mixer}: done in {wall / 60:.1f} min", flush=True)
-
-
-RECORD_FILES = ("config.json", "final_eval.json", "run_info.json", "metrics.jsonl")
-
-
-def keep_records(mixers: list[str], root: Path, records: Path) -> list[str]:
-    """Copy each finished run's record files (not its checkpoints) to ``records/<mixer>/``: what ``lra.results``
-    reads, small enough to commit. Returns the mixers without a finished run."""
-    missing = []
-    for m in mixers:
-        src = root / m
-        if not (src / "final_eval.json").is_file():
-            missing.append(m)
-            continue
-        dst = records / m
-        dst.mkdir(parents=True, exist_ok=True)
-        for name in RECORD_FILES:
-            if (src / name).is_file():
-                shutil.copyfile(src / name, dst / name)
-    return missing
 
 
 def main(argv=None):
@@ -83,11 +39,12 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f"unknown mixer(s) {unknown}; registered: {registered_mixers()}")
     root = Path(args.root)
+    rungs = [Rung(m, f"configs/lra_listops.py:{m},small") for m in mixers]
     if not args.table_only:
-        for m in mixers:
-            run_one(m, root)
+        for rung in rungs:
+            run_rung(rung, root)
     records = Path(args.records)
-    missing = keep_records(mixers, root, records)
+    missing = keep_records(rungs, root, records)
     from lra import results
     rel = os.path.relpath(records, REPO)
     code = results.main([str(Path(rel) / m) for m in mixers if m not in missing] + ["--md", args.out + ".tmp"])

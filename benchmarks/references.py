@@ -48,7 +48,8 @@ REFERENCES = {
 def add_ref_dir(ap: argparse.ArgumentParser, key: str):
     ref = REFERENCES[key]
     ap.add_argument("--ref_dir", required=True,
-                    help=f"a checkout of {ref.url} at commit {ref.commit} (needs torch and {', '.join(ref.requirements)})")
+                    help=f"a checkout of {ref.url} at commit {ref.commit} "
+                         f"(needs torch and {', '.join(ref.requirements)})")
     ap.add_argument("--threads", type=int, default=2, help="threads for both PyTorch and XLA")
 
 

@@ -8,9 +8,11 @@ Every number comes from a run directory (``config.json``, ``final_eval.json``, `
   wall-clock, the device it ran on, and its directory.
 
 **Scale** says what a number is worth: ``full`` (the task config's full settings for that model), ``small preset``
-(its ``,small`` preset), ``reduced set`` (full or preset settings on fewer examples), or ``modified`` (anything else;
-the JSON lists the fields). Fields that cannot change what a run computes (where the data live, evaluation and
-logging intervals, the mesh, the progress bar) are not compared. A two-phase run (``config.pretrain``) is reported
+(its ``,small`` preset), ``reduced set`` (full or preset settings on fewer examples), ``reduced scale`` (the same
+recipe with less of it: fewer examples, a smaller batch, fewer steps or warmup steps, a narrower or shallower model),
+or ``modified`` (anything else); below the runs table each such run's differing settings are listed with its values.
+Fields that cannot change what a run computes (where the data live, evaluation and logging intervals, the mesh, the
+progress bar) are not compared. A two-phase run (``config.pretrain``) is reported
 by its finetuning phase, its model marked ``+SPT``; a pretraining phase alone is skipped.
 """
 from __future__ import annotations
@@ -25,11 +27,15 @@ from pathlib import Path
 from configs import published
 from lra.run_dir import flatten
 
-IGNORED = ("data.data_dir", "data.cache_dir", "data.workers", "progress_bar", "max_nonfinite_steps",
+IGNORED = ("data.data_dir", "data.cache_dir", "data.workers", "progress_bar", "max_nonfinite_steps", "prefetch",
            "keep_checkpoints", "settings_rule", "init_from", "pretrain", "eval_every", "checkpoint_every",
            "log_every", "eval_batch_size", "mesh.data", "mesh.model", "grad_accum_steps", "model.remat")
 IGNORED_PREFIXES = ("wandb.", "profile")
 DATA_SIZE = ("data.num_train", "data.num_val", "data.num_test", "data.num_images")
+# "reduced scale": the recipe unchanged, only less of it (data, batch, steps, warmup, width, depth)
+REDUCED = DATA_SIZE + ("batch_size", "num_train_steps", "optimizer.warmup_steps", "optimizer.decay_steps",
+                       "pretraining.num_train_steps", "model.d_model", "model.num_layers", "model.head_hidden",
+                       "model.mixer_kwargs.qkv_dim")
 TASK_NAMES = {"listops": "ListOps", "text": "Text", "retrieval": "Retrieval", "image": "Image",
               "pathfinder": "Pathfinder", "pathx": "Path-X"}
 
@@ -80,6 +86,8 @@ def scale_of(config: dict) -> tuple[str, list[str]]:
             label = ("reduced set" if scale == "full" else "small preset, reduced set") if smaller else \
                 f"{scale}, other data size"
             return label, diff
+        if all(k in REDUCED for k in diff) and all(flat[k] <= ref[k] for k in diff):
+            return ("reduced scale" if scale == "full" else "small preset, reduced scale"), diff
         if best is None or len(diff) < len(best[1]):
             best = ("modified", diff)
     return best or ("modified", [])
@@ -97,7 +105,9 @@ def read_run(workdir: Path) -> dict | None:
     model = config["model"]["mixer"] + ("+SPT" if config.get("init_from") else "")
     task = config["task"]
     pub = published.RESULTS.get(config["model"]["mixer"], {})
+    flat = flatten(config)
     return {"dir": str(workdir), "model": model, "task": task, "scale": scale, "differs": diff,
+            "differing_values": {k: flat[k] for k in diff},
             "test_accuracy": final["test_accuracy"], "val_accuracy": final.get("val_accuracy"),
             "published": pub.get(task), "published_source": pub.get("source"), "step": final["step"],
             "num_train_steps": config["num_train_steps"], "params": info.get("num_params"),
@@ -120,7 +130,7 @@ def tables(runs: list[dict]) -> tuple[str, dict]:
     chosen = {}
     for r in runs:  # one run per cell: full over reduced over preset, then the latest step count
         key = (r["model"], r["task"])
-        rank = (r["scale"] == "full", r["scale"] == "reduced set", r["num_train_steps"])
+        rank = (r["scale"] == "full", r["scale"] == "reduced set", r["scale"] == "reduced scale", r["num_train_steps"])
         if key not in chosen or rank > chosen[key][0]:
             chosen[key] = (rank, r)
     lines = ["| model | " + " | ".join(TASK_NAMES[t] for t in tasks) + " | average |",
@@ -151,6 +161,10 @@ def tables(runs: list[dict]) -> tuple[str, dict]:
         runs_lines.append(f"| {r['model']} | {TASK_NAMES.get(r['task'], r['task'])} | {r['scale']} | "
                           f"{_pct(r['test_accuracy'])} | {pub} | {params} | {r['step']} / {r['num_train_steps']} | "
                           f"{_duration(r['train_seconds'])} | {r['device']} | `{r['dir']}` |")
+    notes = [f"- `{r['dir']}` ({r['scale']}): " + ", ".join(f"`{k}={v}`" for k, v in r["differing_values"].items())
+             for r in runs if r["differing_values"]]
+    if notes:
+        runs_lines += ["", "Settings that differ from the task config:", ""] + notes
     sources = sorted({r["published_source"] for r in runs if r["published_source"]})
     md = "\n".join(lines) + "\n\nTest accuracy (%) of the best-validation checkpoint; [published]; (scale)." + \
         (" Published: " + "; ".join(sources) + "." if sources else "") + "\n\n" + "\n".join(runs_lines) + "\n"
