@@ -31,6 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_every = 500
     c.checkpoint_every = 500
     c.keep_checkpoints = 2  # latest checkpoints kept (>= 2: a damaged newest one falls back to the one before)
+    # training batches built and placed on the devices ahead of the step by a background thread (lra/data/prefetch.py),
+    # so that the host's input work overlaps the step; 0 = each batch built when the step asks for it
+    c.prefetch = 2
     c.max_nonfinite_steps = 10  # stop after this many consecutive steps with a non-finite loss or gradient
     c.progress_bar = True
     # (first step, number of steps) traced with jax.profiler into <workdir>/profile (TensorBoard's Profile tab);

@@ -39,6 +39,7 @@ RULES: dict[str, Rule] = {
     "checkpoint_every": POSITIVE_INT,
     "keep_checkpoints": _ge(2),
     "max_nonfinite_steps": POSITIVE_INT,
+    "prefetch": ((lambda v: isinstance(v, int) and v >= 0), "an integer >= 0 (0: no prefetching)"),
     "optimizer.lr": _gt(0),
     "optimizer.ssm_lr": ((lambda v: True), "any value (<= 0: use optimizer.lr)"),
     "optimizer.weight_decay": _ge(0),

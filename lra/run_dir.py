@@ -34,8 +34,8 @@ import ml_collections
 from lra.data.files import as_path, is_local, write_text_atomic
 
 # Fields that do not change what a run computes: a resumed run may change them (config.json records the new value).
-RUN_INDEPENDENT = ("progress_bar", "max_nonfinite_steps", "profile_steps", "wandb.project", "wandb.entity", "wandb.name",
-                   "wandb.mode")
+RUN_INDEPENDENT = ("progress_bar", "max_nonfinite_steps", "profile_steps", "prefetch", "wandb.project", "wandb.entity",
+                   "wandb.name", "wandb.mode")
 HEARTBEAT_S = 60.0  # object-store lock: how often the holder refreshes it
 STALE_S = 600.0  # object-store lock: not refreshed for this long = its run is gone
 SETTLE_S = 2.0  # object-store lock: wait before reading a freshly written lock back

@@ -54,6 +54,7 @@ from lra import checkpoints, config_checks, objectives, run_dir, sharding, tasks
 from lra.checkpoints import DamagedCheckpoint, make_manager, restore_checkpoint, save_checkpoint  # noqa: F401
 from lra.data import pipeline
 from lra.data.files import as_path, write_text_atomic
+from lra.data.prefetch import DevicePrefetcher
 from lra.evaluation import EVAL_MASK_SEED, evaluate  # noqa: F401
 from lra.metrics import MetricWriter, StepProfiler
 from lra.optim import label_params, make_optimizer, make_schedule, param_label  # noqa: F401
@@ -202,7 +203,10 @@ def _train(config, workdir: Path, task: tasks.TaskSpec, objective: objectives.Ob
 
     train_iter = pipeline.TrainIterator(data["train"], config.batch_size, seed=config.seed,
                                         process_index=jax.process_index(), process_count=jax.process_count())
+    # batches placed on the devices with the step's input sharding, config.prefetch of them ahead (0: when asked)
+    train_iter = DevicePrefetcher(train_iter, lambda b: sharding.shard_batch(b, mesh), config.get("prefetch", 2))
     with contextlib.ExitStack() as cleanup:
+        cleanup.callback(train_iter.close)
         manager = make_manager(workdir / "checkpoints", config.keep_checkpoints)
         cleanup.callback(manager.close)
         writer = MetricWriter(workdir, is_main, config)
@@ -271,7 +275,7 @@ def _loop(config, workdir, data, mesh, steps, state, objective, train_iter, mana
     t0, n_seen = time.perf_counter(), 0
     profiler = StepProfiler(config.get("profile_steps"), workdir)
     for step in range(start + 1, config.num_train_steps + 1):
-        batch = sharding.shard_batch(next(train_iter), mesh)
+        batch = next(train_iter)  # already on the devices (lra.data.prefetch)
         profiler.before(step)
         state, sums = steps.train_step(state, batch, dropout_rng)
         profiler.after(step, state)
@@ -310,6 +314,7 @@ def _loop(config, workdir, data, mesh, steps, state, objective, train_iter, mana
             record_run_info(step)
         bar.update(1)
     bar.close()
+    train_iter.close()  # no more batches made ahead during the final evaluation
     profiler.stop(state)  # a trace reaching past the last step ends there
 
     record_run_info(config.num_train_steps)
