@@ -104,28 +104,69 @@ def _product(trans, a, b, eye):
     return out
 
 
-def unit_lower_solve(a, b):
-    """Solve ``a x = b`` for unit-lower-triangular ``a`` [..., C, C] with matmuls only.
-
-    With ``a = I + N`` (N strictly lower, so nilpotent: N^C = 0), ``a^{-1} = (I - N)(I + N^2)(I + N^4)...`` up to
-    the first power >= C: log2(C) batched C x C products instead of C sequential substitution steps. (Not
-    ``solve_triangular``: XLA's CPU runtime was seen to deadlock running several of its LAPACK calls at once, in
-    the bidirectional layer.)"""
-    C = a.shape[-1]
-    eye = jnp.eye(C, dtype=a.dtype)
+def _power_inverse(a):
+    """``a^{-1}`` for unit-lower-triangular ``a`` [..., c, c], c small: with ``a = I + N`` (N strictly lower, so
+    N^c = 0), ``a^{-1} = (I - N)(I + N^2)(I + N^4)...`` up to the first power >= c (2 log2(c) c x c products)."""
+    c = a.shape[-1]
+    eye = jnp.eye(c, dtype=a.dtype)
     n = eye - a  # = -N
     inv = eye + n
     power = n
     span = 2
-    while span < C:
+    while span < c:
         power = power @ power
         inv = inv + inv @ power
         span *= 2
-    return inv @ b
+    return inv
+
+
+def unit_lower_inverse(a, block: int = 16):
+    """Inverse of a unit-lower-triangular ``a`` [..., C, C] with matmuls only, in O(C^3) work.
+
+    The diagonal blocks of size ``block`` are inverted by :func:`_power_inverse`; then neighbouring blocks are merged
+    pairwise, ``[[A, 0], [X, D]]^{-1} = [[A^-1, 0], [-D^-1 X A^-1, D^-1]]``, doubling the block size each level.
+    A C not of the form ``block * 2^m`` is padded with an identity block. (Not ``solve_triangular``: XLA's CPU
+    runtime was seen to deadlock running several of its LAPACK calls at once, in the bidirectional layer.)"""
+    C = a.shape[-1]
+    if C <= block:
+        return _power_inverse(a)
+    size = block
+    while size < C:
+        size *= 2
+    if size > C:  # identity padding: block-diagonal, so the inverse's top-left C x C block is a's inverse
+        pad = [(0, 0)] * (a.ndim - 2) + [(0, size - C)] * 2
+        a = jnp.pad(a, pad) + jnp.diag(jnp.arange(size) >= C).astype(a.dtype)
+    batch = a.shape[:-2]
+    m = size // block
+    inv = _power_inverse(jnp.stack([a[..., i * block:(i + 1) * block, i * block:(i + 1) * block]
+                                    for i in range(m)], -3))  # [..., m, block, block]
+    s = block
+    while m > 1:
+        m //= 2
+        top, bottom = inv[..., 0::2, :, :], inv[..., 1::2, :, :]  # A^-1, D^-1 of each pair
+        x = jnp.stack([a[..., (2 * j + 1) * s:(2 * j + 2) * s, 2 * j * s:(2 * j + 1) * s] for j in range(m)], -3)
+        low = -(bottom @ (x @ top))
+        zero = jnp.zeros(batch + (m, s, s), a.dtype)
+        inv = jnp.concatenate([jnp.concatenate([top, zero], -1), jnp.concatenate([low, bottom], -1)], -2)
+        s *= 2
+    return inv[..., 0, :C, :C]
+
+
+def unit_lower_solve(a, b):
+    """Solve ``a x = b`` for unit-lower-triangular ``a`` [..., C, C] (:func:`unit_lower_inverse`, then a product)."""
+    return unit_lower_inverse(a) @ b
 
 
 def delta_rule_chunked(q, k, v, beta, chunk_size: int = 16, initial_state=None):
-    """Chunkwise-parallel delta rule in the WY / UT form; same outputs and final state as the recurrence."""
+    """Chunkwise-parallel delta rule in the WY / UT form; same outputs and final state as the recurrence.
+
+    All chunks at once, before the loop: ``T`` (:func:`unit_lower_inverse`), ``W = T diag(beta) K``,
+    ``U = T diag(beta) V`` and the masked ``Q K^T``. The loop over chunks carries ``S^T`` and does four
+    [C x d] products per chunk: ``new_v = U - W S^T``, ``O = Q S^T + (Q K^T * M) new_v``, ``S' = S + new_v^T K``.
+    Arrays are laid out [chunks, batch, heads, rows, dim] and K is passed transposed, so every product in the loop
+    contracts the last axis of its left factor and XLA emits no transposes there. (Handing the chunk-start states
+    out of the loop and forming O after it with big products was measured slower here: the states take d / C
+    times the memory of O, and touching fresh memory is what costs on this CPU.)"""
     acc = _acc(q.dtype)
     B, H, L, dk = q.shape
     dv = v.shape[-1]
@@ -138,26 +179,24 @@ def delta_rule_chunked(q, k, v, beta, chunk_size: int = 16, initial_state=None):
         beta = jnp.pad(beta, ((0, 0), (0, 0), (0, pad)))
     # [n, B, H, C, d]
     q, k, v = (a.reshape(B, H, n, C, -1).transpose(2, 0, 1, 3, 4) for a in (q, k, v))
-    beta = beta.reshape(B, H, n, C).transpose(2, 0, 1, 3)
+    beta = beta.reshape(B, H, n, C).transpose(2, 0, 1, 3)[..., None]
 
-    # All chunks at once: T = (I + strict_lower(diag(beta) K K^T))^-1 diag(beta), W = T K, U = T V.
-    kk = jnp.einsum("nbhid,nbhjd->nbhij", k, k)
-    a = jnp.tril(beta[..., :, None] * kk, -1) + jnp.eye(C, dtype=acc)
-    rhs = beta[..., None] * jnp.concatenate([k, v], -1)
-    wu = unit_lower_solve(a, rhs)
-    w, u = wu[..., :dk], wu[..., dk:]
-    causal = jnp.tril(jnp.ones((C, C), bool))
-    qk = jnp.where(causal, jnp.einsum("nbhid,nbhjd->nbhij", q, k), 0.0)
+    kb = k * beta
+    a = jnp.tril(jnp.einsum("nbhid,nbhjd->nbhij", kb, k), -1) + jnp.eye(C, dtype=acc)
+    t = unit_lower_inverse(a)
+    w, u = t @ kb, t @ (v * beta)  # two products: no concatenated copy of [K, V] to write and slice
+    qk = jnp.tril(jnp.einsum("nbhid,nbhjd->nbhij", q, k))
 
-    def body(state, xs):
-        q_c, k_c, w_c, u_c, qk_c = xs
-        new_v = u_c - jnp.einsum("bhcd,bhvd->bhcv", w_c, state)  # U - W S^T
-        o = jnp.einsum("bhcd,bhvd->bhcv", q_c, state) + jnp.einsum("bhij,bhjv->bhiv", qk_c, new_v)
-        state = state + jnp.einsum("bhcv,bhcd->bhvd", new_v, k_c)
-        return state, o
+    kt = k.swapaxes(-1, -2)  # [n, B, H, dk, C]
 
-    state = _zero_state(q[0], v[0]) if initial_state is None else initial_state.astype(acc)
-    state, o = jax.lax.scan(body, state, (q, k, w, u, qk))
+    def body(z, xs):  # z = S^T [B, H, dk, dv]: every product contracts the last axis of its left factor
+        q_c, w_c, u_c, kt_c, qk_c = xs
+        new_v = u_c - w_c @ z  # U - W S^T
+        return z + kt_c @ new_v, q_c @ z + qk_c @ new_v
+
+    z = _zero_state(q[0], v[0]) if initial_state is None else initial_state.astype(acc)
+    z, o = jax.lax.scan(body, z.swapaxes(-1, -2), (q, w, u, kt, qk))
+    state = z.swapaxes(-1, -2)
     o = o.transpose(1, 2, 0, 3, 4).reshape(B, H, n * C, dv)[:, :, :L]
     return o, state
 
