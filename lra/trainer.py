@@ -303,7 +303,9 @@ def _loop(config, workdir, data, mesh, steps, state, objective, train_iter, mana
         new_best = False
         if is_eval:
             val = evaluate(steps, state, data["val"], config.eval_batch_size)
-            writer.write(step, "val", val)
+            # with the run's wall-clock so far (all sessions, as run_info.json): learning curves against time
+            elapsed = round(seconds_before + time.perf_counter() - session_start, 3)
+            writer.write(step, "val", {**val, "train_seconds": elapsed})
             if is_main:
                 tqdm.write(f"step {step}: val loss {val['loss']:.4f} accuracy {val['accuracy']:.4f}")
             if math.isfinite(val["loss"]) and (best_val is None or score(val) > best_val):
