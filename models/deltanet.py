@@ -12,7 +12,7 @@ Three forms with one signature over ``[batch, heads, length, dim]`` (beta ``[bat
 * :func:`delta_rule_dense` -- ``o_t = S_0 Pi_{1..t} q_t + sum_{s<=t} beta_s (k_s^T Pi_{s+1..t} q_t) v_s`` with
   ``Pi_{a..b} = (I - beta_a k_a k_a^T) ... (I - beta_b k_b k_b^T)``, built explicitly (tiny L only).
 * :func:`delta_rule_chunked` -- the chunkwise WY / UT form. Within a chunk of C rows (K, V, Q, beta):
-  ``T = (I + strict_lower(diag(beta) K K^T))^{-1} diag(beta)`` by a unit-lower-triangular solve, ``W = T K``,
+  ``T = (I + strict_lower(diag(beta) K K^T))^{-1} diag(beta)`` by a blocked unit-lower-triangular inverse, ``W = T K``,
   ``U = T V``; with the chunk's start state S:
   ``O = Q S^T + (Q K^T * M)(U - W S^T)`` (M: lower triangle with the diagonal), ``S' = S + (U - W S^T)^T K``.
   Matmuls only, sequential depth L / C. Lengths are padded to a multiple of C with k = 0, beta = 0 (identity
@@ -28,9 +28,14 @@ convolutions (``conv_bias=False``), and PyTorch's initialisation of its ``nn.Lin
 input width for a projection and the kernel size for a depthwise convolution (:mod:`models.init`). (fla's
 ``DeltaNetForCausalLM`` re-initialises every ``nn.Linear`` and ``nn.Conv1d`` with N(0, 0.02) in ``_init_weights``;
 that is the language model wrapper's choice, not the layer's, and is not followed here.) The project's earlier
-defaults were a gate, conv biases (zero-initialised) and Flax's LeCun-normal kernels. ``causal=False`` (the LRA classification
-default) is our bidirectional form (not from the paper): a second parameter set runs over each
+defaults were a gate, conv biases (zero-initialised) and Flax's LeCun-normal kernels. ``causal=False`` (the LRA
+classification default) is our bidirectional form (not from the paper): a second parameter set runs over each
 sequence reversed within its real length, and the two directions' per-head outputs are summed before ``W_o``.
+
+Computation (parameters as above, one set per direction): each direction's q/k/v/beta(/gate) kernels are
+concatenated at call time into one input projection and its three short convolutions run as one over the 3 x width
+channels; the bidirectional layer stacks the input and its reversal on a leading axis, so both directions share
+one projection product, one convolution and ONE chunked-kernel call (batch 2B).
 """
 from __future__ import annotations
 
@@ -215,28 +220,56 @@ def reverse_within_length(x, lengths):
     return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
+def causal_conv(x, w, history=None):
+    """Causal depthwise convolution over time: ``x`` [..., L, C], ``w`` [..., K, C] (leading axes broadcast),
+    ``history`` [..., K-1, C] of preceding inputs (zeros when None). Returns (output, the last K-1 inputs)."""
+    K, L = w.shape[-2], x.shape[-2]
+    if history is None:
+        history = jnp.zeros(x.shape[:-2] + (K - 1, x.shape[-1]), x.dtype)
+    xp = jnp.concatenate([history.astype(x.dtype), x], axis=-2)
+    w = w.astype(x.dtype)
+    y = sum(xp[..., i:i + L, :] * w[..., i:i + 1, :] for i in range(K))
+    return y, xp[..., L:, :]
+
+
 class ShortConv(nn.Module):
     """Causal depthwise convolution over time (kernel ``size``), optional bias, then SiLU; initialised as PyTorch's
-    depthwise ``nn.Conv1d`` (uniform in +-1/sqrt(size), bias likewise)."""
+    depthwise ``nn.Conv1d`` (uniform in +-1/sqrt(size), bias likewise). ``weights()`` hands out (kernel, bias or
+    None) so that a caller can run several of them as one convolution over the concatenated channels."""
 
     features: int
     size: int = 4
     use_bias: bool = False
     dtype: Any = jnp.float32
 
-    @nn.compact
+    def setup(self):
+        self.kernel = self.param("kernel", torch_uniform(self.size), (self.size, self.features))
+        self.bias = self.param("bias", torch_uniform(self.size), (self.features,)) if self.use_bias else None
+
+    def weights(self):
+        return self.kernel, self.bias
+
     def __call__(self, x, history=None):
         """``x`` [B, L, C]; ``history`` [B, size-1, C] of preceding inputs (zeros when None).
         Returns (output, the last size-1 inputs as the next history)."""
-        w = self.param("kernel", torch_uniform(self.size), (self.size, self.features))
-        if history is None:
-            history = jnp.zeros((x.shape[0], self.size - 1, x.shape[2]), x.dtype)
-        xp = jnp.concatenate([history.astype(x.dtype), x], axis=1)
-        L = x.shape[1]
-        y = sum(xp[:, i:i + L] * w[i].astype(x.dtype) for i in range(self.size))
-        if self.use_bias:
-            y = y + self.param("bias", torch_uniform(self.size), (self.features,)).astype(x.dtype)
-        return nn.silu(y), xp[:, L:]
+        w, b = self.weights()
+        y, hist = causal_conv(x, w, history)
+        if b is not None:
+            y = y + b.astype(x.dtype)
+        return nn.silu(y), hist
+
+
+class _Kernel(nn.Module):
+    """A bias-free projection's kernel [fan_in, features], initialised as ``models.init.linear`` (so as
+    ``nn.Dense``: same name, shape and values), handed out rather than applied so that the layer can concatenate
+    several projections into one product."""
+
+    features: int
+    fan_in: int
+
+    @nn.compact
+    def __call__(self):
+        return self.param("kernel", torch_uniform(self.fan_in), (self.fan_in, self.features))
 
 
 class DeltaNetStream(NamedTuple):
@@ -245,11 +278,13 @@ class DeltaNetStream(NamedTuple):
 
 
 class DeltaNetDirection(nn.Module):
-    """One direction: projections, short convs, normalisation, delta rule, per-head RMSNorm (+ gate)."""
+    """One direction's parameters: projections, short convs, per-head RMSNorm scale (+ gate). ``weights()`` hands
+    them out fused (one input kernel [D, 3 width + H (+ width)], one conv kernel over the 3 width channels) for
+    :func:`_features` / :func:`_finish`, which run any number of directions stacked on a leading axis."""
 
     num_heads: int
     head_dim: int
-    chunk_size: int = 16  # benchmarks/results/deltanet.md: the matmul-only inverse grows as C^3 log C
+    chunk_size: int = 16  # benchmarks/results/vs_fla_deltanet.md
     conv_size: int = 4
     use_gate: bool = False
     norm_eps: float = 1e-5
@@ -258,50 +293,82 @@ class DeltaNetDirection(nn.Module):
 
     def setup(self):
         width = self.num_heads * self.head_dim  # = the input width d_model (fla: expand_k = expand_v = 1)
-        dense = lambda name: linear(width, width, use_bias=False, dtype=self.dtype, name=name)
-        self.q_proj, self.k_proj, self.v_proj = dense("q_proj"), dense("k_proj"), dense("v_proj")
-        self.b_proj = linear(self.num_heads, width, use_bias=False, dtype=self.dtype, name="b_proj")
+        self.q_proj, self.k_proj, self.v_proj = (_Kernel(width, width, name=f"{n}_proj") for n in "qkv")
+        self.b_proj = _Kernel(self.num_heads, width, name="b_proj")
         conv = lambda name: ShortConv(width, self.conv_size, self.conv_bias, self.dtype, name=name)
         self.q_conv, self.k_conv, self.v_conv = conv("q_conv"), conv("k_conv"), conv("v_conv")
         if self.use_gate:
-            self.g_proj = dense("g_proj")
+            self.g_proj = _Kernel(width, width, name="g_proj")
         self.norm_scale = self.param("scale", nn.initializers.ones, (self.head_dim,))
 
-    def _features(self, x, mask, histories):
-        """Per-head q, k, v [B, H, L, d], beta [B, H, L] and the conv histories after x."""
-        keep = (lambda a: a) if mask is None else (lambda a: jnp.where(mask[..., None], a, 0.0))
-        h = histories or (None, None, None)
-        (q, hq), (k, hk), (v, hv) = (conv(keep(proj(x)), hist) for conv, proj, hist in (
-            (self.q_conv, self.q_proj, h[0]), (self.k_conv, self.k_proj, h[1]), (self.v_conv, self.v_proj, h[2])))
-        q, k, v = (keep(a) for a in (q, k, v))
-        split = lambda a: a.reshape(a.shape[:2] + (self.num_heads, self.head_dim)).transpose(0, 2, 1, 3)
-        q = l2_normalize(split(q)) * self.head_dim ** -0.5
-        k = l2_normalize(split(k))
-        v = split(v)
-        beta = nn.sigmoid(self.b_proj(x).astype(jnp.float32)).transpose(0, 2, 1)
-        if mask is not None:
-            beta = jnp.where(mask[:, None, :], beta, 0.0)
-        return q, k, v, beta, (hq, hk, hv)
-
-    def _finish(self, o, x):
-        """Per-head RMSNorm, optional SiLU gate; [B, H, L, dv] -> [B, L, H * dv]."""
-        o = o.transpose(0, 2, 1, 3).astype(jnp.float32)
-        o = o * jax.lax.rsqrt(jnp.mean(o * o, -1, keepdims=True) + self.norm_eps) * self.norm_scale
-        o = o.reshape(o.shape[:2] + (-1,)).astype(self.dtype)
-        if self.use_gate:
-            o = o * nn.silu(self.g_proj(x))
-        return o
+    def weights(self):
+        """(input kernel [D, F], conv kernel [K, 3 width], conv bias [3 width] or None, norm scale [d])."""
+        projs = [self.q_proj(), self.k_proj(), self.v_proj(), self.b_proj()]
+        projs += [self.g_proj()] if self.use_gate else []
+        convs = [c.weights() for c in (self.q_conv, self.k_conv, self.v_conv)]
+        bias = jnp.concatenate([b for _, b in convs]) if self.conv_bias else None
+        return jnp.concatenate(projs, 1), jnp.concatenate([w for w, _ in convs], 1), bias, self.norm_scale
 
     def __call__(self, x, mask=None):
-        q, k, v, beta, _ = self._features(x, mask, None)
-        o, _ = delta_rule_chunked(q, k, v, beta, self.chunk_size)
-        return self._finish(o, x)
+        o = _features_and_kernel(self, x[None], mask, [self.weights()])
+        return o[0]
 
     def step(self, carry: DeltaNetStream, x_t):
         """One token [B, D] -> (carry, per-head output [B, H * dv])."""
-        q, k, v, beta, hist = self._features(x_t[:, None], None, carry.conv)
-        state, o = delta_rule_step(carry.state, q[:, :, 0], k[:, :, 0], v[:, :, 0], beta[:, :, 0])
-        return DeltaNetStream(state, hist), self._finish(o[:, :, None], x_t[:, None])[:, 0]
+        w = self.weights()
+        q, k, v, beta, g, hist = _features(self, x_t[None, :, None], None, [w], jnp.concatenate(carry.conv, -1)[None])
+        state, o = delta_rule_step(carry.state, q[0, :, :, 0], k[0, :, :, 0], v[0, :, :, 0], beta[0, :, :, 0])
+        o = _finish(self, o[None, :, :, None], g, [w])[0, :, 0]
+        return DeltaNetStream(state, tuple(jnp.split(hist[0], 3, -1))), o
+
+
+def _features(cfg, x, mask, weights, history=None):
+    """Directions stacked on a leading axis: ``x`` [Z, B, L, D], ``weights`` Z tuples of ``weights()``.
+    Returns per-head q, k, v [Z, B, H, L, d], beta [Z, B, H, L], the gate input (or None), the conv history."""
+    H, d = cfg.num_heads, cfg.head_dim
+    W = H * d
+    keep = (lambda a: a) if mask is None else (lambda a: jnp.where(mask[..., None], a, 0.0))
+    kernel = jnp.stack([w[0] for w in weights]).astype(cfg.dtype)
+    y = jnp.einsum("zbld,zdf->zblf", x.astype(cfg.dtype), kernel)  # all projections of all directions: one product
+    qkv, b = keep(y[..., :3 * W]), y[..., 3 * W:3 * W + H]
+    g = y[..., 3 * W + H:] if cfg.use_gate else None
+    conv_w = jnp.stack([w[1] for w in weights])[:, None]  # [Z, 1, K, 3W]
+    qkv, hist = causal_conv(qkv, conv_w, history)
+    if cfg.conv_bias:
+        qkv = qkv + jnp.stack([w[2] for w in weights])[:, None, None].astype(qkv.dtype)
+    qkv = keep(nn.silu(qkv))
+    split = lambda a: a.reshape(a.shape[:3] + (H, d)).transpose(0, 1, 3, 2, 4)  # [Z, B, H, L, d]
+    q = l2_normalize(split(qkv[..., :W])) * d ** -0.5
+    k = l2_normalize(split(qkv[..., W:2 * W]))
+    v = split(qkv[..., 2 * W:])
+    beta = nn.sigmoid(b.astype(jnp.float32)).transpose(0, 1, 3, 2)
+    if mask is not None:
+        beta = jnp.where(mask[:, None, :], beta, 0.0)
+    return q, k, v, beta, g, hist
+
+
+def _finish(cfg, o, g, weights):
+    """Per-head RMSNorm, optional SiLU gate; [Z, B, H, L, dv] -> [Z, B, L, H * dv]."""
+    o = o.transpose(0, 1, 3, 2, 4).astype(jnp.float32)
+    scale = jnp.stack([w[3] for w in weights])[:, None, None, None]
+    o = o * jax.lax.rsqrt(jnp.mean(o * o, -1, keepdims=True) + cfg.norm_eps) * scale
+    o = o.reshape(o.shape[:3] + (-1,)).astype(cfg.dtype)
+    if g is not None:
+        o = o * nn.silu(g)
+    return o
+
+
+def _features_and_kernel(cfg, x, mask, weights):
+    """[Z, B, L, D] -> [Z, B, L, H * dv]: the Z directions through ONE chunked kernel call (stacked on the batch)."""
+    q, k, v, beta, g, _ = _features(cfg, x, mask, weights)
+    Z, B = x.shape[:2]
+    flat = lambda a: a.reshape((Z * B,) + a.shape[2:])
+    o, _ = delta_rule_chunked(flat(q), flat(k), flat(v), flat(beta), cfg.chunk_size)
+    return _finish(cfg, o.reshape((Z, B) + o.shape[1:]), g, weights)
+
+
+def _reverse(x, lengths, mask):
+    return jnp.flip(x, 1) if mask is None else reverse_within_length(x, lengths)
 
 
 class DeltaNet(nn.Module):
@@ -310,7 +377,7 @@ class DeltaNet(nn.Module):
     d_model: int
     causal: bool = False
     num_heads: int = 4
-    chunk_size: int = 16  # benchmarks/results/deltanet.md: the matmul-only inverse grows as C^3 log C
+    chunk_size: int = 16  # benchmarks/results/vs_fla_deltanet.md
     conv_size: int = 4
     use_gate: bool = False  # fla's default; True: the SiLU output gate
     norm_eps: float = 1e-5
@@ -331,10 +398,13 @@ class DeltaNet(nn.Module):
     def __call__(self, x, *, mask=None, deterministic=True):
         if mask is not None:
             x = jnp.where(mask[..., None], x, 0.0)
-        o = self.fwd(x, mask)
-        if not self.causal:
-            lengths = jnp.full((x.shape[0],), x.shape[1]) if mask is None else jnp.sum(mask, 1)
-            o = o + reverse_within_length(self.bwd(reverse_within_length(x, lengths), mask), lengths)
+        if self.causal:
+            o = _features_and_kernel(self.fwd, x[None], mask, [self.fwd.weights()])[0]
+        else:  # both directions in one pass: the backward one reads each sequence reversed within its length
+            lengths = None if mask is None else jnp.sum(mask, 1)
+            xs = jnp.stack([x, _reverse(x, lengths, mask)])
+            o = _features_and_kernel(self.fwd, xs, mask, [self.fwd.weights(), self.bwd.weights()])
+            o = o[0] + _reverse(o[1], lengths, mask)
         if mask is not None:
             o = jnp.where(mask[..., None], o, 0.0)
         return self.out(o)
