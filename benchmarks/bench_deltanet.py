@@ -10,6 +10,7 @@ Writes ``benchmarks/results/deltanet.md``.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import jax
@@ -45,6 +46,15 @@ def measure(fns: dict, args, repeats):
     return common.measure({name: grad_of(f) for name, f in fns.items()}, args, repeats, RUN_LIMIT)
 
 
+def chunked_flops(chunk, L):
+    """XLA counts a while loop's body once: its count is ``a L + b`` (b: the loop bodies), the work ``a L + b L / C``.
+    a and b from the counts at L / 2 and L (compiled, not run)."""
+    f = grad_of(lambda q, k, v, b: delta_rule_chunked(q, k, v, b, chunk)[0])
+    c1, c2 = (common.xla_cost(f, *data(n))["flops"] for n in (L // 2, L))
+    a = (c2 - c1) / (L - L // 2)
+    return a * L + (c1 - a * (L // 2)) * L / chunk
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 4096, 16384])
@@ -62,11 +72,12 @@ def main():
         for n in names:
             all_costs[n].append(costs[n])
             row += [t.get(n, float("nan")) * 1e3, costs[n]["flops"] / 1e6, costs[n]["temp_bytes"] / 2**20]
-        row += [t["recurrent"] / t["chunked"], t.get("attention", float("nan")) / t["chunked"]]
+        row += [chunked_flops(args.chunk, L) / 1e6, t["recurrent"] / t["chunked"],
+                t.get("attention", float("nan")) / t["chunked"]]
         rows.append(row)
         print(row, flush=True)
     header = ["L"] + [f"{n} {u}" for n in names for u in ("ms", "MFLOP", "temp MiB")] + [
-        "recurrent/chunked", "attention/chunked"]
+        "chunked MFLOP (loop counted per chunk)", "recurrent/chunked", "attention/chunked"]
     exps = {n: (common.growth_exponent(args.lengths, [c["flops"] for c in all_costs[n]]),
                 common.growth_exponent(args.lengths, [c["temp_bytes"] for c in all_costs[n]])) for n in names}
 
@@ -75,16 +86,20 @@ def main():
                  for c in args.chunks}
     sweep_costs, sweep_t = measure(sweep_fns, data(L), args.repeats)
     sweep = [[name, sweep_t.get(name, float("nan")) * 1e3, sweep_costs[name]["flops"] / 1e6,
-              sweep_costs[name]["temp_bytes"] / 2**20] for name in sweep_fns]
+              chunked_flops(c, L) / 1e6, sweep_costs[name]["temp_bytes"] / 2**20]
+             for c, name in zip(args.chunks, sweep_fns)]
 
     text = [f"## DeltaNet kernels, forward + backward (B={B}, H={H}, d_k=d_v={D}, chunk {args.chunk})", "",
             f"Machine: {common.machine()}. Medians of {args.repeats} alternating runs; 'nan' ms = not run (XLA "
             f"temporary memory over {RUN_LIMIT // 2**30} GiB).", "", common.markdown_table(header, rows), "",
-            "XLA counts a while-loop body once, so the `recurrent` flops leave out the per-token work; compare "
-            "its time.", "",
+            "XLA counts a while-loop body once, so the `recurrent` flops leave out the per-token work (compare "
+            "its time) and the `chunked` MFLOP column leaves out all but one chunk's loop work; `chunked MFLOP (loop "
+            "counted per chunk)` scales the loop's share up by the number of chunks (from XLA's counts at L / 2 and "
+            "L). Command: `python -m benchmarks.bench_deltanet " + " ".join(sys.argv[1:]) + "`.", "",
             "Fitted growth exponents in L (flops, temp bytes): " + "; ".join(
                 f"{n} {e[0]:.2f}, {e[1]:.2f}" for n, e in exps.items()) + ".", "",
-            f"### Chunk size at L = {L}", "", common.markdown_table(["chunk", "ms", "MFLOP", "temp MiB"], sweep), ""]
+            f"### Chunk size at L = {L}", "",
+            common.markdown_table(["chunk", "ms", "MFLOP (XLA)", "MFLOP (loop per chunk)", "temp MiB"], sweep), ""]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(text))
     print("\n".join(text))
