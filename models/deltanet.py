@@ -172,19 +172,33 @@ def delta_rule_chunked(q, k, v, beta, chunk_size: int = 16, initial_state=None):
     contracts the last axis of its left factor and XLA emits no transposes there. (Handing the chunk-start states
     out of the loop and forming O after it with big products was measured slower here: the states take d / C
     times the memory of O, and touching fresh memory is what costs on this CPU.)"""
+    return _chunked(q, k, v, beta, chunk_size, initial_state, time_axis=2)
+
+
+def _chunked(q, k, v, beta, chunk_size, initial_state, time_axis):
+    """:func:`delta_rule_chunked` for q, k, v laid out [N, H, L, d] (``time_axis=2``) or [N, L, H, d] (``1``,
+    beta [N, L, H]); the outputs come back in the same layout. Either way the chunks are put first with ONE
+    transpose per array and the outputs come back with one."""
     acc = _acc(q.dtype)
-    B, H, L, dk = q.shape
+    if time_axis == 1:  # [N, L, H, d] -> [N, H, L, d] order of names; the data moves only in the transpose below
+        N, L, H, dk = q.shape
+        perm, bperm = (1, 0, 3, 2, 4), (1, 0, 3, 2)  # [N, n, C, H, d] -> [n, N, H, C, d]
+    else:
+        N, H, L, dk = q.shape
+        perm, bperm = (2, 0, 1, 3, 4), (2, 0, 1, 3)  # [N, H, n, C, d] -> [n, N, H, C, d]
     dv = v.shape[-1]
     C = max(1, min(chunk_size, L))
     n = -(-L // C)
     pad = n * C - L
     q, k, v, beta = (a.astype(acc) for a in (q, k, v, beta))
     if pad:  # k = 0, beta = 0: identity transitions that write nothing
-        q, k, v = (jnp.pad(a, ((0, 0), (0, 0), (0, pad), (0, 0))) for a in (q, k, v))
-        beta = jnp.pad(beta, ((0, 0), (0, 0), (0, pad)))
-    # [n, B, H, C, d]
-    q, k, v = (a.reshape(B, H, n, C, -1).transpose(2, 0, 1, 3, 4) for a in (q, k, v))
-    beta = beta.reshape(B, H, n, C).transpose(2, 0, 1, 3)[..., None]
+        widths = [(0, 0)] * 4
+        widths[time_axis] = (0, pad)
+        q, k, v = (jnp.pad(a, widths) for a in (q, k, v))
+        beta = jnp.pad(beta, widths[:3])
+    split = lambda a: a.reshape(a.shape[:time_axis] + (n, C) + a.shape[time_axis + 1:])
+    q, k, v = (split(a).transpose(perm) for a in (q, k, v))  # [n, N, H, C, d]
+    beta = split(beta).transpose(bperm)[..., None]
 
     kb = k * beta
     a = jnp.tril(jnp.einsum("nbhid,nbhjd->nbhij", kb, k), -1) + jnp.eye(C, dtype=acc)
@@ -192,17 +206,20 @@ def delta_rule_chunked(q, k, v, beta, chunk_size: int = 16, initial_state=None):
     w, u = t @ kb, t @ (v * beta)  # two products: no concatenated copy of [K, V] to write and slice
     qk = jnp.tril(jnp.einsum("nbhid,nbhjd->nbhij", q, k))
 
-    kt = k.swapaxes(-1, -2)  # [n, B, H, dk, C]
+    kt = k.swapaxes(-1, -2)  # [n, N, H, dk, C]
 
-    def body(z, xs):  # z = S^T [B, H, dk, dv]: every product contracts the last axis of its left factor
+    def body(z, xs):  # z = S^T [N, H, dk, dv]: every product contracts the last axis of its left factor
         q_c, w_c, u_c, kt_c, qk_c = xs
         new_v = u_c - w_c @ z  # U - W S^T
         return z + kt_c @ new_v, q_c @ z + qk_c @ new_v
 
-    z = _zero_state(q[0], v[0]) if initial_state is None else initial_state.astype(acc)
+    z = jnp.zeros((N, H, dv, dk), acc) if initial_state is None else initial_state.astype(acc)
     z, o = jax.lax.scan(body, z.swapaxes(-1, -2), (q, w, u, kt, qk))
     state = z.swapaxes(-1, -2)
-    o = o.transpose(1, 2, 0, 3, 4).reshape(B, H, n * C, dv)[:, :, :L]
+    if time_axis == 1:
+        o = o.transpose(1, 0, 3, 2, 4).reshape(N, n * C, H, dv)[:, :L]
+    else:
+        o = o.transpose(1, 2, 0, 3, 4).reshape(N, H, n * C, dv)[:, :, :L]
     return o, state
 
 
@@ -317,14 +334,14 @@ class DeltaNetDirection(nn.Module):
         """One token [B, D] -> (carry, per-head output [B, H * dv])."""
         w = self.weights()
         q, k, v, beta, g, hist = _features(self, x_t[None, :, None], None, [w], jnp.concatenate(carry.conv, -1)[None])
-        state, o = delta_rule_step(carry.state, q[0, :, :, 0], k[0, :, :, 0], v[0, :, :, 0], beta[0, :, :, 0])
-        o = _finish(self, o[None, :, :, None], g, [w])[0, :, 0]
+        state, o = delta_rule_step(carry.state, q[0, :, 0], k[0, :, 0], v[0, :, 0], beta[0, :, 0])
+        o = _finish(self, o[None, :, None], g, [w])[0, :, 0]
         return DeltaNetStream(state, tuple(jnp.split(hist[0], 3, -1))), o
 
 
 def _features(cfg, x, mask, weights, history=None):
     """Directions stacked on a leading axis: ``x`` [Z, B, L, D], ``weights`` Z tuples of ``weights()``.
-    Returns per-head q, k, v [Z, B, H, L, d], beta [Z, B, H, L], the gate input (or None), the conv history."""
+    Returns per-head q, k, v [Z, B, L, H, d], beta [Z, B, L, H], the gate input (or None), the conv history."""
     H, d = cfg.num_heads, cfg.head_dim
     W = H * d
     keep = (lambda a: a) if mask is None else (lambda a: jnp.where(mask[..., None], a, 0.0))
@@ -337,19 +354,19 @@ def _features(cfg, x, mask, weights, history=None):
     if cfg.conv_bias:
         qkv = qkv + jnp.stack([w[2] for w in weights])[:, None, None].astype(qkv.dtype)
     qkv = keep(nn.silu(qkv))
-    split = lambda a: a.reshape(a.shape[:3] + (H, d)).transpose(0, 1, 3, 2, 4)  # [Z, B, H, L, d]
+    split = lambda a: a.reshape(a.shape[:3] + (H, d))  # [Z, B, L, H, d]: the kernel takes this layout
     q = l2_normalize(split(qkv[..., :W])) * d ** -0.5
     k = l2_normalize(split(qkv[..., W:2 * W]))
     v = split(qkv[..., 2 * W:])
-    beta = nn.sigmoid(b.astype(jnp.float32)).transpose(0, 1, 3, 2)
+    beta = nn.sigmoid(b.astype(jnp.float32))  # [Z, B, L, H]
     if mask is not None:
-        beta = jnp.where(mask[:, None, :], beta, 0.0)
+        beta = jnp.where(mask[..., None], beta, 0.0)
     return q, k, v, beta, g, hist
 
 
 def _finish(cfg, o, g, weights):
-    """Per-head RMSNorm, optional SiLU gate; [Z, B, H, L, dv] -> [Z, B, L, H * dv]."""
-    o = o.transpose(0, 1, 3, 2, 4).astype(jnp.float32)
+    """Per-head RMSNorm, optional SiLU gate; [Z, B, L, H, dv] -> [Z, B, L, H * dv]."""
+    o = o.astype(jnp.float32)
     scale = jnp.stack([w[3] for w in weights])[:, None, None, None]
     o = o * jax.lax.rsqrt(jnp.mean(o * o, -1, keepdims=True) + cfg.norm_eps) * scale
     o = o.reshape(o.shape[:3] + (-1,)).astype(cfg.dtype)
@@ -363,7 +380,7 @@ def _features_and_kernel(cfg, x, mask, weights):
     q, k, v, beta, g, _ = _features(cfg, x, mask, weights)
     Z, B = x.shape[:2]
     flat = lambda a: a.reshape((Z * B,) + a.shape[2:])
-    o, _ = delta_rule_chunked(flat(q), flat(k), flat(v), flat(beta), cfg.chunk_size)
+    o, _ = _chunked(flat(q), flat(k), flat(v), flat(beta), cfg.chunk_size, None, time_axis=1)
     return _finish(cfg, o.reshape((Z, B) + o.shape[1:]), g, weights)
 
 
