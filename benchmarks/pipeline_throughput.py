@@ -152,8 +152,7 @@ def main():
             cpu = s["batch"] / (s["step_ms"] / 1e3) if s else None
             if f:
                 B = f["batch"]
-                flops = B * sum(f["per_example_flops"].values()) + f["optimizer_flops"]
-                nbytes = f["T"]["bytes"] + (B - 1) * f["G"]["bytes"]
+                flops, nbytes = f["T"]["flops"], f["T"]["bytes"]  # the whole step at the config's batch
                 h100 = B / (flops / (args.util * H100_FLOPS))
                 h100_bw = B / (nbytes / (args.bw_util * H100_BW))
             else:

@@ -17,13 +17,13 @@ untraced steps. **Host input** is the median time to make one batch from the rea
 (``next(TrainIterator)`` + ``shard_batch``, blocked until on the device).
 
 **Full size (XLA cost analysis, nothing run unless small).** The published / budget configs are compiled (not run)
-at batch 1 and the flops split by compiling parts of the step: the whole train step (T), the loss gradient alone (G,
-so optimizer = T - G), and the same model with every mixer replaced by the identity (I, so mixer = G - I). Inside
-the mixer, projections are the exact matmul flops of its Dense kernels (6 x tokens x kernel size: forward, and the
-two backward matmuls) and the mixer kernel is the rest; the channel MLP likewise, and norms + embedding + head +
-residual + loss = I - MLP. The shares are given at the config's batch size B (B x the per-example parts + the
-optimizer once per step). XLA's CPU cost model counts FFTs and gathers poorly as flops (S4's convolution, routing's
-gathers), so those shares are lower bounds; bytes accessed are given for the mixer / the rest / the optimizer. A
+at their own batch size B and the flops split by compiling parts of the step: the whole train step (T), the loss
+gradient alone (G, so optimizer = T - G: the optax update, gradient norm, clipping, guard), and the same model with
+every mixer replaced by the identity (I, so mixer = G - I). Inside the mixer, projections are the exact matmul flops
+of its Dense kernels (6 x tokens x kernel size: forward, and the two backward matmuls) and the mixer kernel is the
+rest; the channel MLP likewise, and norms + embedding + head + residual + loss = I - MLP. XLA's CPU cost model
+counts FFTs and gathers poorly as flops (S4's convolution, routing's gathers), so those shares are lower bounds;
+bytes accessed (XLA's count, an upper bound on a GPU's traffic) are given for the mixer / the rest / the optimizer. A
 step at batch 1 is timed only where XLA's flops say it takes well under 30 s here (and its temporary memory is under
 3 GB).
 
@@ -271,37 +271,12 @@ def _matmul_params(params, pattern: str) -> int:
     return total
 
 
-def cost_full(task_name: str, mixer: str, time_limit_flops: float) -> dict[str, Any]:
-    config = get_config(task_name, mixer, small=False)
-    steps, task = make_steps(config)
+def time_batch1(steps, task, state) -> dict[str, float]:
+    """One real train step at batch 1, median of 3 (after a warm-up), if its temporary memory is under 3 GB."""
     key = jax.random.key(0)
-    state = jax.eval_shape(steps._init_state, key)
-    b1 = _abstract_batch(task, 1)
-    t_compiled = jax.jit(steps._train_step).lower(state, b1, key).compile()
-    T = _cost(t_compiled)
-    G = _cost(jax.jit(_grad_fn(steps)).lower(state.params, state.model_state, b1, key).compile())
-    ident = config.model.copy_and_resolve_references()
-    ident.mixer, ident.mixer_kwargs = "_identity", {}
-    models.MIXERS["_identity"] = IdentityMixer
-    try:
-        steps_i, _ = make_steps(config, ident)
-        state_i = jax.eval_shape(steps_i._init_state, key)
-        I_ = _cost(jax.jit(_grad_fn(steps_i)).lower(state_i.params, state_i.model_state, b1, key).compile())
-    finally:
-        models.MIXERS.pop("_identity", None)
-    L = task.seq_len
-    proj = 6 * L * _matmul_params(state.params, r"mixer/(.*/)?(query|key|value|out|in_proj|out_proj|fc_D|[a-z]_proj)"
-                                                r"/kernel$")
-    mlp = 6 * L * _matmul_params(state.params, r"mlp/fc\d/kernel$")
-    per_ex = {"mixer kernel": G["flops"] - I_["flops"] - proj, "projections": proj, "MLP": mlp,
-              "norms, embedding, head, residual, loss": I_["flops"] - mlp}
-    out = {"task": task_name, "mixer": mixer, "batch": config.batch_size, "seq_len": L,
-           "d_model": config.model.d_model, "layers": config.model.num_layers, "settings": config.settings_rule,
-           "params": int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(state.params))),
-           "T": T, "G": G, "I": I_, "per_example_flops": per_ex, "optimizer_flops": T["flops"] - G["flops"],
-           "mixer_bytes": G["bytes"] - I_["bytes"], "rest_bytes": I_["bytes"],
-           "optimizer_bytes": T["bytes"] - G["bytes"]}
-    if T["flops"] < time_limit_flops and T["temp_bytes"] < 3e9:  # time one real step at batch 1
+    t_compiled = jax.jit(steps._train_step).lower(state, _abstract_batch(task, 1), key).compile()
+    out = {"batch1_temp_bytes": _cost(t_compiled)["temp_bytes"]}
+    if out["batch1_temp_bytes"] < 3e9:
         real_state = steps.init(key)
         b = sharding.shard_batch(random_batch(task, 1, np.random.default_rng(0)), steps.mesh)
         common.block(t_compiled(real_state, b, key))
@@ -311,6 +286,41 @@ def cost_full(task_name: str, mixer: str, time_limit_flops: float) -> dict[str, 
             common.block(t_compiled(real_state, b, key))
             times.append(time.perf_counter() - t0)
         out["batch1_step_s"] = statistics.median(times)
+    return out
+
+
+def cost_full(task_name: str, mixer: str, time_limit_flops: float) -> dict[str, Any]:
+    config = get_config(task_name, mixer, small=False)
+    steps, task = make_steps(config)
+    key = jax.random.key(0)
+    state = jax.eval_shape(steps._init_state, key)
+    B = config.batch_size
+    bB = _abstract_batch(task, B)
+    T = _cost(jax.jit(steps._train_step).lower(state, bB, key).compile())
+    G = _cost(jax.jit(_grad_fn(steps)).lower(state.params, state.model_state, bB, key).compile())
+    ident = config.model.copy_and_resolve_references()
+    ident.mixer, ident.mixer_kwargs = "_identity", {}
+    models.MIXERS["_identity"] = IdentityMixer
+    try:
+        steps_i, _ = make_steps(config, ident)
+        state_i = jax.eval_shape(steps_i._init_state, key)
+        I_ = _cost(jax.jit(_grad_fn(steps_i)).lower(state_i.params, state_i.model_state, bB, key).compile())
+    finally:
+        models.MIXERS.pop("_identity", None)
+    tokens = B * task.seq_len
+    proj = 6 * tokens * _matmul_params(
+        state.params, r"mixer/(.*/)?(query|key|value|out|in_proj|out_proj|fc_D|[a-z]_proj)/kernel$")
+    mlp = 6 * tokens * _matmul_params(state.params, r"mlp/fc\d/kernel$")
+    parts = {"mixer kernel": G["flops"] - I_["flops"] - proj, "projections": proj, "MLP": mlp,
+             "norms, embedding, head, residual, loss": I_["flops"] - mlp, "optimizer": T["flops"] - G["flops"]}
+    out = {"task": task_name, "mixer": mixer, "batch": B, "seq_len": task.seq_len,
+           "d_model": config.model.d_model, "layers": config.model.num_layers, "settings": config.settings_rule,
+           "params": int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(state.params))),
+           "T": T, "G": G, "I": I_, "flops": parts,
+           "mixer_bytes": G["bytes"] - I_["bytes"], "rest_bytes": I_["bytes"],
+           "optimizer_bytes": T["bytes"] - G["bytes"]}
+    if T["flops"] / B < time_limit_flops:  # about B times fewer flops at batch 1
+        out.update(time_batch1(steps, task, state))
     return out
 
 
@@ -332,29 +342,25 @@ def small_table(rows) -> str:
     return common.markdown_table(header, out)
 
 
-FULL_PARTS = ("mixer kernel", "projections", "MLP", "norms, embedding, head, residual, loss")
+FULL_PARTS = ("mixer kernel", "projections", "MLP", "norms, embedding, head, residual, loss", "optimizer")
 
 
 def full_table(rows) -> str:
-    header = ["task", "mixer", "settings", "L", "B", "layers x width", "params", "GFLOP / step at B",
-              *[f"{c} %" for c in FULL_PARTS], "optimizer %", "mixer GB / ex", "rest GB / ex", "optimizer GB / step",
+    header = ["task", "mixer", "settings", "L", "B", "layers x width", "params", "GFLOP / step",
+              *[f"{c} %" for c in FULL_PARTS], "mixer GB / step", "rest GB / step", "optimizer GB / step",
               "measured s / step at B=1", "largest part"]
     out = []
     for r in rows:
         if "error" in r:
             out.append([r["task"], r["mixer"], *["-"] * (len(header) - 3), f"fails to build: {r['error']}"])
             continue
-        B = r["batch"]
-        parts = {k: B * v for k, v in r["per_example_flops"].items()}
-        total = sum(parts.values()) + r["optimizer_flops"]
-        t = r.get("batch1_step_s")
-        out.append([r["task"], r["mixer"], r["settings"], r["seq_len"], B, f"{r['layers']} x {r['d_model']}",
-                    f"{r['params']:,}", f"{total / 1e9:.1f}",
-                    *[f"{100 * parts[k] / total:.1f}" for k in FULL_PARTS],
-                    f"{100 * r['optimizer_flops'] / total:.2f}", f"{r['mixer_bytes'] / 1e9:.2f}",
-                    f"{r['rest_bytes'] / 1e9:.2f}", f"{r['optimizer_bytes'] / 1e9:.3f}",
-                    "-" if t is None else f"{t:.2f}",
-                    max([*FULL_PARTS, "optimizer"], key=lambda k: parts.get(k, r["optimizer_flops"]))])
+        parts, t = r["flops"], r.get("batch1_step_s")
+        total = sum(parts.values())
+        out.append([r["task"], r["mixer"], r["settings"], r["seq_len"], r["batch"], f"{r['layers']} x {r['d_model']}",
+                    f"{r['params']:,}", f"{total / 1e9:.1f}", *[f"{100 * parts[k] / total:.2f}" for k in FULL_PARTS],
+                    f"{r['mixer_bytes'] / 1e9:.1f}", f"{r['rest_bytes'] / 1e9:.1f}",
+                    f"{r['optimizer_bytes'] / 1e9:.3f}", "-" if t is None else f"{t:.2f}",
+                    max(FULL_PARTS, key=lambda k: parts[k])])
     return common.markdown_table(header, out)
 
 
@@ -364,6 +370,8 @@ def main():
     ap.add_argument("--mixers", nargs="+", default=list(MIXERS))
     ap.add_argument("--full", action="store_true", help="full-size configs: XLA cost analysis (+ batch-1 timing)")
     ap.add_argument("--data_dir", default="./lra_data", help="small presets: where the generated sets are (or go)")
+    ap.add_argument("--batch1_timing", action="store_true",
+                    help="full size: only time the batch-1 steps of the cells already costed (a timing run: flock)")
     ap.add_argument("--trace_steps", type=int, default=3)
     ap.add_argument("--time_steps", type=int, default=5)
     ap.add_argument("--time_limit_gflop", type=float, default=150.0,
@@ -374,6 +382,18 @@ def main():
     record = json.loads(json_path.read_text()) if json_path.exists() else {}
     kind = "full" if args.full else "small"
     cells = {(r["task"], r["mixer"]): r for r in record.get(kind, [])}
+    if args.batch1_timing:
+        for (task, mixer), r in cells.items():
+            flops = r.get("T", {}).get("flops")
+            small_enough = flops and flops / r["batch"] < args.time_limit_gflop * 1e9
+            if task in args.tasks and mixer in args.mixers and small_enough:
+                config = get_config(task, mixer, small=False)
+                steps, t = make_steps(config)
+                r.update(time_batch1(steps, t, jax.eval_shape(steps._init_state, jax.random.key(0))))
+                print(task, mixer, r.get("batch1_step_s"), flush=True)
+                json_path.write_text(json.dumps(record, indent=1) + "\n")
+        write_markdown(record)
+        return
     for task in args.tasks:
         for mixer in args.mixers:
             t0 = time.perf_counter()
@@ -382,8 +402,8 @@ def main():
                     r = cost_full(task, mixer, args.time_limit_gflop * 1e9)
                 else:
                     r = profile_small(task, mixer, args.data_dir, args.trace_steps, args.time_steps)
-            except ValueError as e:  # a config the mixer refuses: recorded as such, not skipped silently
-                r = {"task": task, "mixer": mixer, "error": str(e).splitlines()[0]}
+            except (ValueError, jax.errors.JaxRuntimeError) as e:  # a config the mixer refuses, or out of memory:
+                r = {"task": task, "mixer": mixer, "error": str(e).splitlines()[0]}  # recorded, not skipped
             r["machine"], r["load_1min"] = common.machine(), round(os.getloadavg()[0], 1)
             cells[(task, mixer)] = r
             print(json.dumps(r), f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -416,8 +436,10 @@ def write_markdown(record) -> None:
     if record.get("full"):
         machines = sorted({r["machine"] for r in record["full"]})
         text += ["## Full size: XLA cost analysis (flops split by compiled parts); batch-1 time where measured", "",
-                 f"Compiled on: {'; '.join(machines)}. Command: `flock /tmp/bench.lock python -m "
-                 f"benchmarks.step_profile --full --tasks <task>`. " + " ".join(doc[3].split()) +
+                 f"Compiled on: {'; '.join(machines)}. Commands: `python -m benchmarks.step_profile --full --tasks "
+                 f"pathfinder pathx --time_limit_gflop 0` (cost analysis only: exact, needs no quiet machine), then "
+                 f"`flock /tmp/bench.lock python -m benchmarks.step_profile --full --batch1_timing` (the timed "
+                 f"column). " + " ".join(doc[3].split()) +
                  " Every cell of this table except the last column is a cost-analysis figure; the last column is "
                  "a measured median of 3 steps ('-': not run, the step's flops put it past the limit).", "",
                  full_table(record["full"]), ""]
