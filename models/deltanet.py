@@ -301,7 +301,7 @@ class DeltaNetDirection(nn.Module):
 
     num_heads: int
     head_dim: int
-    chunk_size: int = 16  # benchmarks/results/vs_fla_deltanet.md
+    chunk_size: int = 16  # fastest or tied in most rows of benchmarks/results/vs_fla_deltanet.md (16 / 32 / 64)
     conv_size: int = 4
     use_gate: bool = False
     norm_eps: float = 1e-5
@@ -394,7 +394,7 @@ class DeltaNet(nn.Module):
     d_model: int
     causal: bool = False
     num_heads: int = 4
-    chunk_size: int = 16  # benchmarks/results/vs_fla_deltanet.md
+    chunk_size: int = 16  # fastest or tied in most rows of benchmarks/results/vs_fla_deltanet.md (16 / 32 / 64)
     conv_size: int = 4
     use_gate: bool = False  # fla's default; True: the SiLU output gate
     norm_eps: float = 1e-5
