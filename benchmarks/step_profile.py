@@ -442,7 +442,12 @@ def write_markdown(record) -> None:
                  f"column). " + " ".join(doc[3].split()) +
                  " Every cell of this table except the last column is a cost-analysis figure; the last column is "
                  "a measured median of 3 steps ('-': not run, the step's flops put it past the limit).", "",
-                 full_table(record["full"]), ""]
+                 full_table(record["full"]), "",
+                 "The optimizer's share is T - G, two programs compiled apart; where the update is negligible the "
+                 "difference can come out slightly negative (XLA fuses and counts the two programs a little "
+                 "differently): read it as 0.", ""]
+        if record.get("notes"):
+            text += [record["notes"], ""]
     (RESULTS / "step_profile.md").write_text("\n".join(text))
     print(f"wrote {RESULTS / 'step_profile.md'}")
 
