@@ -332,7 +332,7 @@ def small_table(rows) -> str:
     out = []
     for r in rows:
         if "error" in r:
-            out.append([r["task"], r["mixer"], *["-"] * (len(header) - 3), f"fails to build: {r['error']}"])
+            out.append([r["task"], r["mixer"], *["-"] * (len(header) - 3), f"not run: {r['error']}"])
             continue
         tot = max(r["op_ms"], 1e-9)
         out.append([r["task"], r["mixer"], r["seq_len"], r["batch"], f"{r['step_ms']:.1f}", f"{r['op_ms']:.1f}",
@@ -352,7 +352,7 @@ def full_table(rows) -> str:
     out = []
     for r in rows:
         if "error" in r:
-            out.append([r["task"], r["mixer"], *["-"] * (len(header) - 3), f"fails to build: {r['error']}"])
+            out.append([r["task"], r["mixer"], *["-"] * (len(header) - 3), f"not run: {r['error']}"])
             continue
         parts, t = r["flops"], r.get("batch1_step_s")
         total = sum(parts.values())
