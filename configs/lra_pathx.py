@@ -46,6 +46,8 @@ def get_config(arg: str = "s4"):
             c.model.mixer_kwargs.num_heads = 2
         if name == "transformer":
             c.model.mixer_kwargs.qkv_dim = 0
+        if name == "hydra":  # two heads of 16 in the inner width expand * d_model = 32
+            c.model.mixer_kwargs.head_dim = 16
         c.optimizer = base.get_config().optimizer
         c.batch_size, c.eval_batch_size = 8, 8
         c.num_train_steps, c.eval_every, c.checkpoint_every, c.log_every = 20, 10, 10, 5
