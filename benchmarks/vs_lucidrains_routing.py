@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
@@ -119,8 +120,9 @@ def main():
             fns["commitment loss (with its own nearest centroid), f+b"] = (
                 jax.grad(lambda a, m: mod.commitment_loss(a, m, None)), (x_hat, mu))
         idx_q, idx_k = jax.jit(lambda a, b, m: mod.balanced_assignment(a, b, m, W))(q_hat, k_hat, mu)
-        fns["gather + attention in clusters + scatter-back, f+b"] = (
-            jax.grad(sq(lambda a, b, c: mod.routing_attention(a, b, c, idx_q, idx_k)), argnums=(0, 1, 2)), (q, k, v))
+        fns["gather + attention in clusters + scatter-back, f+b"] = (  # indices as arguments: not constant-folded
+            jax.grad(sq(lambda a, b, c, i, j: mod.routing_attention(a, b, c, i, j)), argnums=(0, 1, 2)),
+            (q, k, v, idx_q, idx_k))
         fns["local heads, f+b"] = (
             jax.grad(sq(lambda a, b, c: mod.local_attention(a, b, c, W)), argnums=(0, 1, 2)), (ql, kl, vl))
         init = jax.jit(lambda key, a: mod.kmeans_init(key, a, mu.shape[1], None, 10))
@@ -210,6 +212,7 @@ def main():
         return [[n, t[n] * 1e3, t[n] / total] for n in names]
 
     rows, part_sections, bounds = [], [], []
+    load_start = os.getloadavg()
     for L in args.lengths:
         x_np = np.random.default_rng(L).normal(size=(B, L, D)).astype(np.float32)
         x = jnp.asarray(x_np)
@@ -263,7 +266,11 @@ def main():
             f"{HR} routing + {H - HR} local, window {W})", "",
             references.header("routing", args.threads), "",
             f"Command: `{cmd}` (with /tmp/refvenv/bin/python, under `flock /tmp/bench.lock`). Medians of "
-            f"{args.repeats} alternating runs; ratio = reference time / ours.", "",
+            f"{args.repeats} alternating runs; ratio = reference time / ours. Load average (1, 5, 15 min) at the "
+            f"start {', '.join(f'{a:.1f}' for a in load_start)}, at the end "
+            f"{', '.join(f'{a:.1f}' for a in os.getloadavg())} on {os.cpu_count()} cores: PyTorch's CPU threads "
+            "slow down far more than XLA's when other processes share the cores, so ratios measured under load "
+            "overstate ours.", "",
             "Settings on both sides: bidirectional (`causal=False`), training mode (the online k-means update runs "
             f"every call), {W} tokens per cluster and C = L / {W} clusters, separate query and key projections "
             "(`shared_qk=False`; ours: the default `shared_qk=-1` = shared only when causal), local block "
