@@ -170,7 +170,8 @@ def main():
     text = [
         "# Input pipeline throughput against what the train step consumes: Pathfinder and Path-X", "",
         f"Machine: {common.machine()}. Commands: `flock /tmp/bench.lock python -m benchmarks.step_profile "
-        f"--data_dir=/tmp/lra_profile_data` and `... --full` (the consumption figures), then `flock /tmp/bench.lock "
+        f"--data_dir=/tmp/lra_profile_data` and its `--full` pass (the consumption figures; exact commands in "
+        f"step_profile.md), then `flock /tmp/bench.lock "
         f"python -m benchmarks.pipeline_throughput --data_dir=/tmp/lra_profile_data`. Data: the small presets' "
         f"generated sets (2,000 Pathfinder, 400 Path-X images) and full-size arrays ({args.pathfinder_images:,} "
         f"Pathfinder, {args.pathx_images:,} Path-X images) in the page cache.", "",
@@ -185,7 +186,11 @@ def main():
         " ".join(__doc__.split("\n\n")[3].split()) + f" Utilisation: {args.util:.0%} of peak flops, "
         f"{args.bw_util:.0%} of peak bandwidth. Measured: the pipeline and CPU columns; cost-analysis figures: the "
         "H100 columns. 'host-bound': one pipeline thread makes fewer examples/s than the H100 step (flops-bound) "
-        "would take; 'within 2x': less than twice as many.", "",
+        "would take; 'within 2x': less than twice as many. The flops-bound rate of the budget models (widths "
+        "16 to 32, batch 512 at L = 1,024) is far above what they would reach: a step of 40-160 GFLOP in "
+        "hundreds of small kernels is bound by launches and memory traffic, nearer the bytes-bound column, where "
+        "no cell is host-bound; so 'host-bound' marks where a single input thread could become the limit, not "
+        "where it will.", "",
         common.markdown_table(["task", "mixer", "batch (full config)",
                                "pipeline ex/s (full-size set, full config's batch)",
                                "CPU step ex/s (small preset, measured)", "H100 ex/s (flops-bound)",
