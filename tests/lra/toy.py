@@ -44,6 +44,10 @@ def config(**overrides) -> ml_collections.ConfigDict:
     return c
 
 
+# metric-record fields that measure wall-clock (throughput, elapsed time): they differ between any two runs
+WALL_CLOCK_FIELDS = ("examples_per_s", "train_seconds")
+
+
 def finished_run(tmp_path_factory, name: str, run_config=None):
     """For a module-scoped fixture (``yield from``): the toy task registered, ``run_config`` (default
     :func:`config`) trained to the end in a fresh directory; yields ``(workdir, final result)``."""
