@@ -75,3 +75,22 @@ def measure(fns: dict[str, Callable], args, repeats: int, run_limit: float) -> t
             jitted = jax.jit(f)
             runnable[name] = lambda jitted=jitted: jitted(*args)
     return costs, time_alternating(runnable, repeats=repeats)
+
+
+def load_revision(path: str, rev: str, name: str):
+    """The module at ``path`` (relative to the repository) as it was at git revision ``rev``, imported as ``name``:
+    for timing a layer against an earlier version of itself in the same run."""
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    src = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True, check=True).stdout
+    file = Path(tempfile.mkdtemp()) / f"{name}.py"
+    file.write_text(src)
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -15,11 +15,8 @@ run; and our whole bidirectional layer (d_model 256, 4 heads) forward + backward
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -155,14 +152,7 @@ def main():
 
     impls = {"now": (DeltaNet, delta_rule_chunked)}
     if args.before:
-        src = subprocess.run(["git", "show", f"{args.before}:models/deltanet.py"], capture_output=True, text=True,
-                             check=True).stdout
-        path = Path(tempfile.mkdtemp()) / "deltanet_before.py"
-        path.write_text(src)
-        spec = importlib.util.spec_from_file_location("deltanet_before", path)
-        before = importlib.util.module_from_spec(spec)
-        sys.modules["deltanet_before"] = before
-        spec.loader.exec_module(before)
+        before = common.load_revision("models/deltanet.py", args.before, "deltanet_before")
         impls[f"before ({args.before})"] = (before.DeltaNet, before.delta_rule_chunked)
     layer_rows = []
     for L in args.layer_lengths:

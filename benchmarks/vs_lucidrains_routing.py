@@ -18,11 +18,8 @@ revision REV. Writes ``benchmarks/results/vs_lucidrains_routing.md``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from benchmarks import common, references
@@ -32,15 +29,7 @@ P = D // H
 
 
 def load_revision(rev: str):
-    src = subprocess.run(["git", "show", f"{rev}:models/routing.py"], capture_output=True, text=True,
-                         check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "routing_before.py"
-    path.write_text(src)
-    spec = importlib.util.spec_from_file_location("routing_before", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["routing_before"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return common.load_revision("models/routing.py", rev, "routing_before")
 
 
 def main():
