@@ -62,6 +62,18 @@ LADDERS: dict[str, dict] = {
                        _pathfinder(m, **{"pretrain": "masked_lm", "pretraining.num_train_steps": 1_500}))
                   for m in ("s4", "transformer")],
     },
+    "pathfinder_diagnostics": {
+        "title": "Pathfinder-32 diagnostics for S4's plateau at chance: an easier difficulty, then one setting at a "
+                 "time on the hard set, each at half the budget",
+        "rungs": [Rung("s4_easy", "configs/lra_pathfinder.py:s4",
+                       _pathfinder("s4", **{"data.difficulty": "easy", "num_train_steps": 1_500})),
+                  Rung("s4_lr_0.01", "configs/lra_pathfinder.py:s4",
+                       _pathfinder("s4", **{"optimizer.lr": 0.01, "num_train_steps": 1_500})),
+                  Rung("s4_layernorm", "configs/lra_pathfinder.py:s4",
+                       _pathfinder("s4", **{"model.norm": "layer", "num_train_steps": 1_500})),
+                  Rung("s4_mean_pool", "configs/lra_pathfinder.py:s4",
+                       _pathfinder("s4", **{"model.pooling": "mean", "num_train_steps": 1_500}))],
+    },
     "listops": {
         "title": "ListOps (LRA generator settings), 20,000 training trees",
         "rungs": [Rung(m, f"configs/lra_listops.py:{m}", {**_LISTOPS, **_NARROW_LISTOPS.get(m, {})})
