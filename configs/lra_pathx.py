@@ -17,7 +17,8 @@ within 10% of its parameter count.
     python train.py --config=configs/lra_pathx.py:s4 --workdir=runs/pathx_s4
 
 The ``small`` preset (``:s4,small``) generates 400 images and trains a 1-layer width-16 model for 20 steps: a smoke
-run of the 16,384-long pipeline on a CPU, not a result.
+run of the 16,384-long pipeline on a CPU, not a result (the Transformer's at batch 1 with one head: 3.2 GB of
+temporaries for its dense 16,384^2 scores).
 """
 from configs import base, lra_pathfinder, models, published
 
