@@ -63,8 +63,7 @@ LADDERS: dict[str, dict] = {
                   for m in ("s4", "transformer")],
     },
     "pathfinder_diagnostics": {
-        "title": "Pathfinder-32 diagnostics for S4's plateau at chance: an easier difficulty, then one setting at a "
-                 "time on the hard set, each at half the budget",
+        "title": "Pathfinder-32 diagnostics for S4's plateau (each rung: half the budget)",
         "rungs": [Rung("s4_easy", "configs/lra_pathfinder.py:s4",
                        _pathfinder("s4", **{"data.difficulty": "easy", "num_train_steps": 1_500})),
                   Rung("s4_lr_0.01", "configs/lra_pathfinder.py:s4",
