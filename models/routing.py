@@ -224,9 +224,12 @@ def causal_assignment(x_hat, centroids, valid=None):
     """Nearest centroid of every token, ``a(x) = argmax_c <x^, mu_c>``: [B, H, L, P], [H, C, P] -> [B, H, L] int32;
     padded tokens (valid False) go to a cluster ``C`` of their own, which no real token shares."""
     a = nearest_centroid(jax.lax.stop_gradient(x_hat), jax.lax.stop_gradient(centroids))
-    if valid is not None:
-        a = jnp.where(valid[:, None, :], a, centroids.shape[1])
-    return a
+    return _padding_cluster(a, valid, centroids.shape[1])
+
+
+def _padding_cluster(a, valid, num_clusters: int):
+    """Assignments ``a`` [B, H, L] with padded tokens (valid [B, L] False) moved to cluster ``num_clusters``."""
+    return a if valid is None else jnp.where(valid[:, None, :], a, num_clusters)
 
 
 def causal_routing_attention(q, k, v, a_q, a_k, window: int, *, key_mask=None, shared_qk=False):
@@ -528,8 +531,7 @@ class RoutingAttention(nn.Module):
             if self.causal:
                 a_q = a_x[:, :, :L]
                 a_k = a_q if shared else a_x[:, :, L:]
-                if valid is not None:
-                    a_q, a_k = (jnp.where(valid[:, None, :], a, C) for a in (a_q, a_k))
+                a_q, a_k = (_padding_cluster(a, valid, C) for a in (a_q, a_k))
                 outs.append(causal_routing_attention(qr, kr, vr, a_q, a_k, w, key_mask=mask, shared_qk=shared))
             else:
                 idx_q = _top_w_cl(sim[..., :L], w, mask)
