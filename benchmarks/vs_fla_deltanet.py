@@ -1,6 +1,6 @@
 """DeltaNet's chunked kernel against flash-linear-attention's PyTorch ``delta_rule_chunkwise``, side by side.
 
-    /tmp/refvenv/bin/python -m benchmarks.vs_fla_deltanet --ref_dir /tmp/refs/flash-linear-attention \\
+    python -m benchmarks.vs_fla_deltanet --ref_dir /path/to/flash-linear-attention \\
         [--lengths 1024 4096 16384] [--chunks 16 32 64] [--before 4bb4ab9]
 
 One layer's kernel, B=2, H=4, d_k=d_v=64, float32, both sides held to the same threads: forward (the reference under

@@ -1,6 +1,6 @@
 """Our routing attention layer against lucidrains/routing-transformer's ``SelfAttention``, side by side.
 
-    /tmp/refvenv/bin/python -m benchmarks.vs_lucidrains_routing --ref_dir /tmp/refs/routing-transformer \\
+    python -m benchmarks.vs_lucidrains_routing --ref_dir /path/to/routing-transformer \\
         [--lengths 1024 4096 16384] [--repeats 5] [--before REV]
 
 One bidirectional layer, B=4, d_model 256, 8 heads of 32 (4 routing heads, 4 local heads), 64 tokens per cluster
