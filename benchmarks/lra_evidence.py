@@ -89,7 +89,8 @@ def rungs_of(name: str, only=None) -> list[Rung]:
         unknown = sorted(set(only) - {r.name for r in rungs})
         if unknown:
             raise SystemExit(f"unknown rung(s) {unknown} in ladder {name!r}; rungs: {[r.name for r in rungs]}")
-        rungs = [r for r in rungs if r.name in only]
+        by_name = {r.name: r for r in rungs}
+        rungs = [by_name[n] for n in dict.fromkeys(only)]  # in the order named: cheap rungs first, say
     return rungs
 
 
@@ -126,7 +127,7 @@ def section(name: str, root: Path, records: Path, figures: Path) -> str:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ladder", action="append", help="ladder(s) to run; default with --table_only: all")
-    ap.add_argument("--rungs", nargs="*", help="only these rungs of the ladder")
+    ap.add_argument("--rungs", nargs="*", help="only these rungs of the ladder, in this order")
     ap.add_argument("--root", default="runs/lra_evidence", help="parent of the run directories")
     ap.add_argument("--table_only", action="store_true", help="tables and curves from finished runs, train nothing")
     ap.add_argument("--list", action="store_true", help="print the ladders and their rungs")

@@ -100,3 +100,8 @@ def test_unknown_ladders_and_rungs_are_named():
         lra_evidence.rungs_of("nope")
     with pytest.raises(SystemExit, match=r"unknown rung\(s\) \['s5'\]"):
         lra_evidence.rungs_of("pathfinder", ["s5"])
+
+
+def test_rungs_run_in_the_order_named():
+    names = [r.name for r in lra_evidence.rungs_of("pathfinder", ["aaren", "s4", "aaren", "combiner"])]
+    assert names == ["aaren", "s4", "combiner"]
