@@ -63,7 +63,7 @@ LADDERS: dict[str, dict] = {
                   for m in ("s4", "transformer")],
     },
     "pathfinder_diagnostics": {
-        "title": "Pathfinder-32 diagnostics for S4's plateau (each rung: half the budget)",
+        "title": "Pathfinder-32 diagnostics for S4's plateau (1,500 steps each; s4_long: 10,000)",
         "rungs": [Rung("s4_easy", "configs/lra_pathfinder.py:s4",
                        _pathfinder("s4", **{"data.difficulty": "easy", "num_train_steps": 1_500})),
                   Rung("s4_lr_0.01", "configs/lra_pathfinder.py:s4",
@@ -71,7 +71,20 @@ LADDERS: dict[str, dict] = {
                   Rung("s4_layernorm", "configs/lra_pathfinder.py:s4",
                        _pathfinder("s4", **{"model.norm": "layer", "num_train_steps": 1_500})),
                   Rung("s4_mean_pool", "configs/lra_pathfinder.py:s4",
-                       _pathfinder("s4", **{"model.pooling": "mean", "num_train_steps": 1_500}))],
+                       _pathfinder("s4", **{"model.pooling": "mean", "num_train_steps": 1_500})),
+                  Rung("s4_lr_0.001", "configs/lra_pathfinder.py:s4",
+                       _pathfinder("s4", **{"optimizer.lr": 0.001, "num_train_steps": 1_500})),
+                  # dt range 10x smaller: every SSM's time scale 10x longer (published: 0.001-0.1)
+                  Rung("s4_dt_slow", "configs/lra_pathfinder.py:s4",
+                       _pathfinder("s4", **{"model.mixer_kwargs.dt_min": 0.0001, "model.mixer_kwargs.dt_max": 0.01,
+                                            "num_train_steps": 1_500})),
+                  # the published warmup is 2,500 steps of 500,000; the ladder's 200 of 3,000 is a larger share
+                  Rung("s4_warmup_1000", "configs/lra_pathfinder.py:s4",
+                       _pathfinder("s4", **{"optimizer.warmup_steps": 1_000, "num_train_steps": 1_500})),
+                  # the budget itself: the hard set for 10,000 steps (3.3x the ladder's rung), spread over sessions
+                  Rung("s4_long", "configs/lra_pathfinder.py:s4",
+                       _pathfinder("s4", **{"num_train_steps": 10_000, "eval_every": 500,
+                                            "checkpoint_every": 500}))],
     },
     "listops": {
         "title": "ListOps (LRA generator settings), 20,000 training trees",
