@@ -91,12 +91,17 @@ def main():
 
         fns = {"projections (q, k, v in; out), f+b": (jax.grad(sq(proj), argnums=(0, 1, 2)), (x, w_in, w_out))}
         if hasattr(mod, "_similarities_cl"):  # one similarity matrix shared by routing, loss and update
+            # as the layer of that revision does it: the running-comparison argmax and the unsorted top-w where
+            # the revision has them
+            nearest = getattr(mod, "argmax_clusters", lambda s: jnp.argmax(s, axis=-2).astype(jnp.int32))
+            unsorted = hasattr(mod, "argmax_clusters")
+            top_w = (lambda s: mod._top_w_cl(s, W, sort=False)) if unsorted else (lambda s: mod._top_w_cl(s, W))
             sim = jax.jit(lambda a, m: mod._similarities_cl(a, m))(x_hat, mu)
-            a_x = jnp.argmax(sim, axis=-2).astype(jnp.int32)
+            a_x = nearest(sim)
             fns["similarities + nearest centroid (q and k, once)"] = (
-                lambda a, m: jnp.argmax(mod._similarities_cl(a, m), axis=-2), (x_hat, mu))
-            fns["top-w selection + index sort (q and k)"] = (
-                lambda s: (mod._top_w_cl(s[..., :L], W), mod._top_w_cl(s[..., L:], W)), (sim,))
+                lambda a, m: nearest(mod._similarities_cl(a, m)), (x_hat, mu))
+            fns["top-w selection" + ("" if unsorted else " + index sort") + " (q and k)"] = (
+                lambda s: (top_w(s[..., :L]), top_w(s[..., L:])), (sim,))
             fns["centroid update (given the assignment)"] = (
                 lambda m, a, i: mod.centroid_update(m, a, None, 0.999, assignment=i), (mu, x_hat, a_x))
             fns["commitment loss (given the assignment), f+b"] = (

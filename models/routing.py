@@ -64,6 +64,8 @@ one-hot matmul costs ``O(N C P)``). Timings against the reference: ``benchmarks/
 """
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import Any
 
@@ -119,11 +121,14 @@ def _similarities_cl(x_hat, centroids):
     return jnp.einsum("bhcp,bhlp->bhcl", mu, x_hat.astype(acc))
 
 
-def _top_w_cl(sim, window: int, key_mask=None):
-    """:func:`top_w` of cluster-major similarities [B, H, C, L]."""
+def _top_w_cl(sim, window: int, key_mask=None, sort: bool = True):
+    """:func:`top_w` of cluster-major similarities [B, H, C, L]. ``sort=False`` leaves each cluster's indices in
+    top_k's order (by similarity): the bidirectional layer's attention and scatter-back do not depend on the order
+    (up to float rounding), and the sort is a measurable share of the selection on a CPU."""
     if key_mask is not None:
         sim = jnp.where(key_mask[:, None, None, :], sim, -jnp.inf)
-    return jnp.sort(jax.lax.top_k(sim, window)[1], axis=-1).astype(jnp.int32)
+    idx = jax.lax.top_k(sim, window)[1]
+    return (jnp.sort(idx, axis=-1) if sort else idx).astype(jnp.int32)
 
 
 def top_w(sim, window: int, key_mask=None):
@@ -292,7 +297,32 @@ def causal_routing_attention_dense(q, k, v, a_q, a_k, window: int, *, key_mask=N
 
 def nearest_centroid(x_hat, centroids):
     """``a(x) = argmax_c <x^, mu_c>``: [B, H, N, P], [H, C, P] -> [B, H, N] int32 (the first on ties)."""
-    return jnp.argmax(_similarities_cl(x_hat, centroids), axis=-2).astype(jnp.int32)
+    return argmax_clusters(_similarities_cl(x_hat, centroids))
+
+
+def argmax_clusters(sim, group: int = 16):
+    """``argmax(sim, axis=-2)`` (the first maximum on ties) of finite cluster-major similarities [..., C, N], as
+    running comparisons: within groups of ``group`` clusters, then across the groups' winners. Same result as
+    ``jnp.argmax``; XLA's CPU argmax (a variadic reduce over a non-minor axis) ran 10-15x slower at L = 4096
+    (C = 64) and 7x slower at L = 16384 (C = 256); each group's comparisons fuse into one pass over its rows."""
+    C = sim.shape[-2]
+    g = min(group, C)
+    G = -(-C // g)
+    if G * g > C:  # padding clusters that never win
+        sim = jnp.concatenate([sim, jnp.full(sim.shape[:-2] + (G * g - C,) + sim.shape[-1:], -jnp.inf, sim.dtype)],
+                              axis=-2)
+    sim = sim.reshape(sim.shape[:-2] + (G, g) + sim.shape[-1:])
+
+    def running(values, index_of):  # values [..., n, N] -> (max, index_of(position of the first max))
+        best, idx = values[..., 0, :], index_of(0)
+        for i in range(1, values.shape[-2]):
+            better = values[..., i, :] > best  # strict: the earlier one stays on ties
+            best, idx = jnp.where(better, values[..., i, :], best), jnp.where(better, index_of(i), idx)
+        return best, idx
+
+    best, idx = running(sim, lambda i: jnp.int32(i))  # [..., G, N]
+    idx = jnp.broadcast_to(idx, best.shape).astype(jnp.int32) + (jnp.arange(G, dtype=jnp.int32) * g)[:, None]
+    return running(best, lambda j: idx[..., j, :])[1]
 
 
 def _cluster_sums(x_hat, assignment, num_clusters: int, weight=None):
@@ -370,7 +400,13 @@ def commitment_loss(x_hat, centroids, valid=None, assignment=None):
 
 def local_attention(q, k, v, block: int, *, key_mask=None, causal=False):
     """Blocked local attention: the query in block b attends to blocks b-1, b, b+1 (b-1, b with a causal mask when
-    causal). Lengths are padded to a multiple of ``block`` with masked keys. Cost ``O(L * 3 block * P)``."""
+    causal). Lengths are padded to a multiple of ``block`` with masked keys. Cost ``O(L * 3 block * P)``.
+
+    Each neighbour block is one ``[block x block]`` product against a padded copy of k (no concatenated copy of the
+    three neighbours), and the softmax is normalised after the values' product: ``o = (sum_s e_s v_s) / sum_s
+    rowsum(e_s)`` with ``e_s = exp(l_s - m)``, m the row's maximum (held constant under differentiation: the softmax
+    does not depend on it). The division then touches ``block x P`` outputs instead of ``block x 3 block``
+    probabilities; forward + backward ran about 1.25x faster (forward 1.7x) than the concatenated form on this CPU."""
     B, H, L, P = q.shape
     acc = _acc(q.dtype)
     b = max(1, min(block, L))
@@ -380,33 +416,28 @@ def local_attention(q, k, v, block: int, *, key_mask=None, causal=False):
     if pad:
         q, k, v = (jnp.pad(a, ((0, 0), (0, 0), (0, pad), (0, 0))) for a in (q, k, v))
         valid = jnp.pad(valid, ((0, 0), (0, pad)))
-    blocks = lambda a: a.reshape(a.shape[:2] + (n, b) + a.shape[3:])
-    qb, kb, vb = blocks(q), blocks(k), blocks(v)  # [B, H, n, b, P]
-    vm = valid.reshape(B, n, b)
+    blocks = lambda a: a.reshape(a.shape[:2] + (n, b) + a.shape[3:])  # [B, H, n, b, ...]
+    qb = blocks(q.astype(acc)) * P ** -0.5
+    kp, vp = (jnp.pad(blocks(a), ((0, 0), (0, 0), (1, 1), (0, 0), (0, 0))) for a in (k, v))  # zero block each side
+    vmp = jnp.pad(valid.reshape(B, n, b), ((0, 0), (1, 1), (0, 0)))  # [B, n + 2, b]: outside the sequence masked
     shifts = (-1, 0) if causal else (-1, 0, 1)
-
-    def neighbour(a, s, fill):  # block b+s for every b (fill outside the sequence), on axis 2 of a
-        if s == 0:
-            return a
-        padw = [(0, 0)] * a.ndim
-        padw[2] = (1, 0) if s < 0 else (0, 1)
-        a = jnp.pad(a, padw, constant_values=fill)
-        return a[:, :, :-1] if s < 0 else a[:, :, 1:]
-
-    kn = jnp.concatenate([neighbour(kb, s, 0) for s in shifts], axis=3)  # [B, H, n, S b, P]
-    vn = jnp.concatenate([neighbour(vb, s, 0) for s in shifts], axis=3)
-    mn = jnp.concatenate([neighbour(vm[:, None], s, False)[:, 0] for s in shifts], axis=2)  # [B, n, S b]
-    allowed = mn[:, None, :, None, :]  # [B, 1, n, 1, S b]
-    if causal:
-        pos_q = jnp.arange(b)[:, None]
-        pos_k = jnp.arange(len(shifts) * b)[None, :] - b  # relative to the start of the query's block
-        allowed = allowed & (pos_k <= pos_q)
-    logits = jnp.einsum("bhnip,bhnjp->bhnij", qb, kn, preferred_element_type=acc).astype(acc) * P ** -0.5
-    logits = jnp.where(allowed, logits, NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1)
-    if key_mask is not None:  # without one every query keeps its own block's keys (and itself when causal)
-        probs = jnp.where(jnp.any(allowed, -1, keepdims=True), probs, 0.0)
-    o = jnp.einsum("bhnij,bhnjp->bhnip", probs, vn.astype(acc))
+    logits, allowed = [], []
+    for s in shifts:
+        ok = vmp[:, None, 1 + s:1 + s + n, None, :]  # [B, 1, n, 1, b]
+        if causal and s == 0:
+            ok = ok & (jnp.arange(b)[None, :] <= jnp.arange(b)[:, None])
+        lg = jnp.einsum("bhnip,bhnjp->bhnij", qb, kp[:, :, 1 + s:1 + s + n], preferred_element_type=acc)
+        logits.append(jnp.where(ok, lg.astype(acc), NEG_INF))
+        allowed.append(ok)
+    m = functools.reduce(jnp.maximum, [jnp.max(lg, axis=-1, keepdims=True) for lg in logits])
+    m = jax.lax.stop_gradient(m)
+    e = [jnp.exp(lg - m) for lg in logits]
+    total = sum(jnp.sum(x, axis=-1, keepdims=True) for x in e)
+    o = sum(jnp.einsum("bhnij,bhnjp->bhnip", x, vp[:, :, 1 + s:1 + s + n].astype(acc)) for x, s in zip(e, shifts))
+    o = o / total
+    if key_mask is not None:  # a query without an allowed key outputs 0 (without one it keeps its own block)
+        anywhere = functools.reduce(jnp.logical_or, [jnp.any(ok, axis=-1, keepdims=True) for ok in allowed])
+        o = jnp.where(anywhere, o, 0.0)
     return o.reshape(B, H, n * b, -1)[:, :, :L].astype(v.dtype)
 
 
@@ -527,15 +558,15 @@ class RoutingAttention(nn.Module):
             # One similarity matrix per step: the routing, the commitment loss and (when the update starts from
             # the routing centroids) the k-means update share the nearest centroids.
             sim = _similarities_cl(jax.lax.stop_gradient(x_hat), jax.lax.stop_gradient(mu_route))  # [B, Hr, C, N]
-            a_x = jnp.argmax(sim, axis=-2).astype(jnp.int32)  # nearest_centroid(x_hat, mu_route)
+            a_x = argmax_clusters(sim)  # nearest_centroid(x_hat, mu_route)
             if self.causal:
                 a_q = a_x[:, :, :L]
                 a_k = a_q if shared else a_x[:, :, L:]
                 a_q, a_k = (_padding_cluster(a, valid, C) for a in (a_q, a_k))
                 outs.append(causal_routing_attention(qr, kr, vr, a_q, a_k, w, key_mask=mask, shared_qk=shared))
             else:
-                idx_q = _top_w_cl(sim[..., :L], w, mask)
-                idx_k = idx_q if shared else _top_w_cl(sim[..., L:], w, mask)
+                idx_q = _top_w_cl(sim[..., :L], w, mask, sort=False)
+                idx_k = idx_q if shared else _top_w_cl(sim[..., L:], w, mask, sort=False)
                 outs.append(routing_attention(qr, kr, vr, idx_q, idx_k, key_mask=mask, shared_qk=shared))
 
             if training:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from models.attention import MultiHeadAttention, attention_dense
-from models.routing import (TOKEN_SELF, RoutingAttention, balanced_assignment, causal_assignment,
+from models.routing import (TOKEN_SELF, RoutingAttention, argmax_clusters, balanced_assignment, causal_assignment,
                             causal_routing_attention, causal_routing_attention_dense, centroid_update,
                             commitment_loss, kmeans_init, l2_normalize, local_attention, local_attention_dense,
                             random_unit_centroids, routing_attention, routing_attention_dense, similarities)
@@ -87,6 +87,31 @@ def test_each_cluster_takes_exactly_w_best_tokens_real_before_padded(x64):
     # with fewer real tokens than w, every real token is taken first
     idx_q, _ = assign(q, k, mu, 15, key_mask)
     assert all(set(range(12)) <= set(np.asarray(idx_q)[1, h, c]) for h in range(3) for c in range(4))
+
+
+@pytest.mark.parametrize("C", [1, 5, 16, 17, 40])
+def test_argmax_clusters_is_argmax_with_the_first_maximum_on_ties(C):
+    r = np.random.default_rng(C)
+    sim = r.normal(size=(2, 3, C, 30)).astype(np.float32)
+    sim[0, 0, :, 0] = 0.5  # all equal: cluster 0
+    sim[1, 2, :, 1] = -1.0
+    sim[1, 2, [C // 2, C - 1], 1] = 2.0  # a tie between two clusters (one in the last, padded group when C = 17)
+    sim[0, 1, :, 2] = -np.arange(C)  # decreasing, and increasing below: the first and the last cluster win
+    sim[0, 2, :, 2] = np.arange(C)
+    got = np.asarray(argmax_clusters(jnp.asarray(sim)))
+    np.testing.assert_array_equal(got, np.argmax(sim, axis=-2))
+    assert got[0, 0, 0] == 0 and got[1, 2, 1] == C // 2 and got[0, 1, 2] == 0 and got[0, 2, 2] == C - 1
+
+
+def test_bidirectional_routing_does_not_depend_on_the_order_within_a_cluster(x64):
+    """The layer passes top_k's order (unsorted) to the bidirectional path: any order gives the same outputs."""
+    q, k, v, key_mask, mu = inputs(3)
+    idx_q, idx_k = assign(q, k, mu, 5, key_mask)
+    perm = np.random.default_rng(0).permutation(5)
+    for shared in (False, True):
+        want = fast(q, k, v, idx_q, idx_k, key_mask=key_mask, shared_qk=shared)
+        got = fast(q, k, v, idx_q[..., perm], idx_k[..., perm[::-1]], key_mask=key_mask, shared_qk=shared)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), **TOL)
 
 
 @pytest.mark.parametrize("causal", [False, True])
