@@ -189,10 +189,11 @@ def routing_attention(q, k, v, idx_q, idx_k, *, key_mask=None, causal=False, sha
         logits = jnp.where(idx_k[:, :, :, None, :] == idx_q[:, :, :, :, None], TOKEN_SELF, logits)
     if allowed is not None:
         logits = jnp.where(allowed, logits, NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1)
+    # softmax normalised after the values' product (as local_attention): the division touches w x Pv outputs
+    e = jnp.exp(logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True)))
+    oc = jnp.einsum("bhcij,bhcjp->bhcip", e, vc.astype(acc)) / jnp.sum(e, axis=-1, keepdims=True)
     if allowed is not None:
-        probs = jnp.where(jnp.any(allowed, axis=-1, keepdims=True), probs, 0.0)
-    oc = jnp.einsum("bhcij,bhcjp->bhcip", probs, vc.astype(acc))
+        oc = jnp.where(jnp.any(allowed, axis=-1, keepdims=True), oc, 0.0)
     total = _scatter_add(oc, idx_q, L)
     count = _scatter_add(jnp.ones(idx_q.shape, jnp.int32), idx_q, L)
     return _average(total, count).astype(v.dtype)
