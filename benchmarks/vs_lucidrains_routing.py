@@ -259,7 +259,7 @@ def main():
     text = [f"## Routing attention layer vs lucidrains' `SelfAttention` (B={B}, d_model {D}, {H} heads of {P}: "
             f"{HR} routing + {H - HR} local, window {W})", "",
             references.header("routing", args.threads), "",
-            f"Command: `{cmd}` (with /tmp/refvenv/bin/python, under `flock /tmp/bench.lock`). Medians of "
+            f"Command: `{cmd}` (in an environment with torch and the reference's requirements). Medians of "
             f"{args.repeats} alternating runs; ratio = reference time / ours. Load average (1, 5, 15 min) at the "
             f"start {', '.join(f'{a:.1f}' for a in load_start)}, at the end "
             f"{', '.join(f'{a:.1f}' for a in os.getloadavg())} on {os.cpu_count()} cores: PyTorch's CPU threads "
