@@ -18,6 +18,7 @@ revision REV. Writes ``benchmarks/results/vs_lucidrains_routing.md``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -94,7 +95,7 @@ def main():
             # as the layer of that revision does it: the running-comparison argmax and the unsorted top-w where
             # the revision has them
             nearest = getattr(mod, "argmax_clusters", lambda s: jnp.argmax(s, axis=-2).astype(jnp.int32))
-            unsorted = hasattr(mod, "argmax_clusters")
+            unsorted = "sort" in inspect.signature(mod._top_w_cl).parameters
             top_w = (lambda s: mod._top_w_cl(s, W, sort=False)) if unsorted else (lambda s: mod._top_w_cl(s, W))
             sim = jax.jit(lambda a, m: mod._similarities_cl(a, m))(x_hat, mu)
             a_x = nearest(sim)
